@@ -1,0 +1,3 @@
+//! servauth: a self-hosted authentication server.
+
+pub mod store;

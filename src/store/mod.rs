@@ -1,0 +1,335 @@
+//! Persistence: one [`Store`] trait, one implementation per backend, chosen once from the
+//! database URL ([`connect`]) and held as `Arc<dyn Store>`.
+//!
+//! The trait names what the services need, not tables. Every step that must be atomic
+//! (creating a user against the unique indexes, rotating a refresh token, installing the
+//! first signing key) is one method, so each backend can use its own locking for it.
+//! Times always come from the caller (the injected clock), never from the database's `now()`.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// What a store can fail with. Callers match on the first variants; `Database` is the
+/// unexpected rest and becomes a 500 without its text reaching the client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique email (compared case-insensitively) is already registered.
+    #[error("email already taken")]
+    EmailTaken,
+    /// A unique username (compared case-insensitively) is already taken.
+    #[error("username already taken")]
+    UsernameTaken,
+    /// The database URL is malformed or names an unknown scheme.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// Any other database failure (connection, I/O, constraint we did not expect).
+    #[error("database error: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(Box::new(error))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self::Database(Box::new(error))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user's role. Stored as `'user'` / `'admin'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Parses the stored form; anything unknown is treated as the least privileged role.
+    pub fn from_stored(value: &str) -> Self {
+        match value {
+            "admin" => Self::Admin,
+            _ => Self::User,
+        }
+    }
+}
+
+/// A user as stored, without the password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub username: Option<String>,
+    pub email_verified: bool,
+    pub role: Role,
+    pub pending_email: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user together with the stored password hash (PHC string), for login and re-auth.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    pub user: UserRecord,
+    pub password_hash: String,
+}
+
+/// A user to insert. `email_key` and `username_key` are the lowercased identity values the
+/// unique indexes are on; the caller computes them (one rule for both backends).
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub email: String,
+    pub email_key: String,
+    pub username: Option<String>,
+    pub username_key: Option<String>,
+    pub password_hash: String,
+    pub email_verified: bool,
+    pub role: Role,
+    pub now: DateTime<Utc>,
+}
+
+/// A change to a user's profile. `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChange {
+    /// `Some(None)` removes the username; `Some(Some((username, key)))` sets it.
+    pub username: Option<Option<(String, String)>>,
+    /// `Some(None)` clears a pending email change; `Some(Some(email))` records one.
+    pub pending_email: Option<Option<String>>,
+}
+
+/// A session (a login on one device) to insert, with its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// SHA-256 of the CSRF token for browser sessions; `None` for native clients.
+    pub csrf_hash: Option<Vec<u8>>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub now: DateTime<Utc>,
+    /// Absolute end of the session, whatever its use.
+    pub expires_at: DateTime<Utc>,
+    /// SHA-256 of the first refresh token.
+    pub refresh_hash: Vec<u8>,
+    /// Idle expiry of the first refresh token.
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub csrf_hash: Option<Vec<u8>>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// One exchange of a refresh token for its successor.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// SHA-256 of the token presented.
+    pub presented_hash: Vec<u8>,
+    /// SHA-256 of the successor to install.
+    pub successor_hash: Vec<u8>,
+    /// The successor's credentials sealed under the presented token, kept on the presented
+    /// token's row so that a retry within the grace window gets the same answer.
+    pub sealed_successor: Vec<u8>,
+    /// Idle expiry of the successor.
+    pub successor_expires_at: DateTime<Utc>,
+    /// New CSRF hash for the session (browser sessions rotate it with the refresh token).
+    pub csrf_hash: Option<Vec<u8>>,
+    pub now: DateTime<Utc>,
+    /// How long after its rotation a token may still be presented and get the same answer.
+    pub grace: chrono::Duration,
+}
+
+/// How a [`Store::rotate_refresh_token`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationOutcome {
+    /// The token was live and is now rotated; the successor is installed and the session's
+    /// `last_used_at` is `now`.
+    Rotated { session: SessionRecord },
+    /// The token was rotated within the grace window: nothing changed; here is the sealed
+    /// successor its rotation stored.
+    Replayed { session: SessionRecord, sealed_successor: Vec<u8> },
+    /// The token was rotated out before the grace window: the whole session is now revoked
+    /// (committed, even though the caller answers with an error).
+    Reused { session_id: Uuid },
+    /// Unknown token, expired token, or a token of a revoked or expired session.
+    Invalid,
+}
+
+/// A JWT signing key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub algorithm: String,
+    /// PKCS#8 DER of the private key.
+    pub private_key: Vec<u8>,
+    /// Raw public key bytes.
+    pub public_key: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+/// The persistence the services need. Implemented by [`SqliteStore`] and [`PostgresStore`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is, for logs and `/ready`.
+    fn backend(&self) -> &'static str;
+
+    /// Applies the embedded migrations (PostgreSQL: under an advisory lock, so replicas
+    /// starting together apply them exactly once).
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Answers when the database does (a trivial query).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    async fn close(&self);
+
+    // ---- users -------------------------------------------------------------------------
+
+    /// Inserts a user. `EmailTaken` / `UsernameTaken` when a unique key is already used.
+    async fn create_user(&self, user: NewUser) -> StoreResult<UserRecord>;
+
+    /// The user with this id.
+    async fn find_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>>;
+
+    /// The user whose `email_key` is this, with the password hash.
+    async fn find_credentials_by_email_key(
+        &self,
+        email_key: &str,
+    ) -> StoreResult<Option<UserCredentials>>;
+
+    /// The user with this id, with the password hash.
+    async fn find_credentials(&self, id: Uuid) -> StoreResult<Option<UserCredentials>>;
+
+    /// Applies a profile change and sets `updated_at`. `None` when the user is gone;
+    /// `UsernameTaken` when the new username is someone else's.
+    async fn update_profile(
+        &self,
+        id: Uuid,
+        change: ProfileChange,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<UserRecord>>;
+
+    /// Replaces the password hash (a re-hash or a password change) and sets `updated_at`.
+    /// `false` when the user is gone.
+    async fn set_password_hash(&self, id: Uuid, hash: &str, now: DateTime<Utc>)
+    -> StoreResult<bool>;
+
+    /// Deletes the user with every session, refresh token and one-time token (cascade).
+    /// `false` when there was no such user.
+    async fn delete_user(&self, id: Uuid) -> StoreResult<bool>;
+
+    // ---- sessions ----------------------------------------------------------------------
+
+    /// Inserts a session and its first refresh token, in one transaction.
+    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord>;
+
+    /// The user behind an access token, if its session is live: the session exists, belongs
+    /// to `user_id`, is not revoked and has not expired at `now`, and the user exists.
+    async fn find_live_session_user(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<UserRecord>>;
+
+    /// The live session (not revoked, not expired) whose *current* refresh token (not
+    /// rotated, not expired) has this hash.
+    async fn find_session_by_refresh(
+        &self,
+        refresh_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionRecord>>;
+
+    /// Exchanges a refresh token for its successor, atomically: of many concurrent calls with
+    /// one token, at most one gets `Rotated`; the rest see the rotation (`Replayed` within the
+    /// grace window, `Reused` after it).
+    async fn rotate_refresh_token(&self, rotation: Rotation) -> StoreResult<RotationOutcome>;
+
+    /// The user's live sessions (not revoked, not expired), newest first.
+    async fn list_live_sessions(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<SessionRecord>>;
+
+    /// Revokes one live session of this user. `false` when there is no such live session
+    /// (unknown, another user's, or already revoked).
+    async fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Revokes every live session of the user, except `keep` when given. Returns how many.
+    async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+
+    // ---- signing keys ------------------------------------------------------------------
+
+    /// Makes `candidate` the signing key unless an unretired key already exists, atomically
+    /// (replicas starting together end up with one key). Returns the current key: the
+    /// unretired key with the latest `created_at` (ties broken by `kid`).
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> StoreResult<SigningKeyRecord>;
+
+    /// Every key that is unretired or was retired after `retired_after`, newest first.
+    async fn signing_keys(
+        &self,
+        retired_after: DateTime<Utc>,
+    ) -> StoreResult<Vec<SigningKeyRecord>>;
+}
+
+/// Connects to the database the URL names: `sqlite:` (file created if missing, WAL mode)
+/// or `postgres:`/`postgresql:` (pooled). Does not migrate.
+///
+/// A malformed URL is an error at once; a well-formed one whose server does not answer is
+/// not (the pools connect lazily, and `/ready` reports the database as down meanwhile).
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or_default();
+    match scheme {
+        "sqlite" => Ok(Arc::new(SqliteStore::connect(url, max_connections).await?)),
+        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(url, max_connections)?)),
+        _ => Err(StoreError::InvalidUrl(
+            "expected a sqlite://… or postgres://… URL".to_owned(),
+        )),
+    }
+}

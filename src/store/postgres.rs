@@ -1,0 +1,1 @@
+//! PostgreSQL backend (placeholder: implemented in the store worktree).

@@ -1,0 +1,1 @@
+//! SQLite backend (placeholder: implemented in the store worktree).
