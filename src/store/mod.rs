@@ -178,7 +178,10 @@ pub enum RotationOutcome {
     Rotated { session: SessionRecord },
     /// The token was rotated within the grace window: nothing changed; here is the sealed
     /// successor its rotation stored.
-    Replayed { session: SessionRecord, sealed_successor: Vec<u8> },
+    Replayed {
+        session: SessionRecord,
+        sealed_successor: Vec<u8>,
+    },
     /// The token was rotated out before the grace window: the whole session is now revoked
     /// (committed, even though the caller answers with an error).
     Reused { session_id: Uuid },
@@ -201,7 +204,7 @@ pub struct SigningKeyRecord {
 
 /// The persistence the services need. Implemented by [`SqliteStore`] and [`PostgresStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is, for logs and `/ready`.
     fn backend(&self) -> &'static str;
 
@@ -243,8 +246,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the password hash (a re-hash or a password change) and sets `updated_at`.
     /// `false` when the user is gone.
-    async fn set_password_hash(&self, id: Uuid, hash: &str, now: DateTime<Utc>)
-    -> StoreResult<bool>;
+    async fn set_password_hash(
+        &self,
+        id: Uuid,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     /// Deletes the user with every session, refresh token and one-time token (cascade).
     /// `false` when there was no such user.
@@ -324,7 +331,10 @@ pub trait Store: Send + Sync + 'static {
 /// A malformed URL is an error at once; a well-formed one whose server does not answer is
 /// not (the pools connect lazily, and `/ready` reports the database as down meanwhile).
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
-    let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or_default();
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme)
+        .unwrap_or_default();
     match scheme {
         "sqlite" => Ok(Arc::new(SqliteStore::connect(url, max_connections).await?)),
         "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(url, max_connections)?)),

@@ -1,0 +1,227 @@
+//! Start-up and serving: [`App::build`] connects the store, binds the listener and
+//! initializes the services; [`App::serve`] answers until the shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use secrecy::ExposeSecret as _;
+use tokio::net::TcpListener;
+
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, MigrateMode, SigningConfig};
+use crate::domain::{AccessTokens, Accounts, PasswordHashing, PasswordPolicy, Sessions};
+use crate::http::{self, ApiError};
+use crate::store::{self, Store, StoreError};
+
+/// The services a request needs once start-up is done. Cheap to clone (all `Arc`s).
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+}
+
+/// What every handler can reach. `services` is set once the database has been migrated and
+/// the signing keys loaded; until then only the health endpoints answer.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    services: Arc<OnceLock<Services>>,
+}
+
+impl AppState {
+    pub fn is_initialized(&self) -> bool {
+        self.services.get().is_some()
+    }
+}
+
+impl FromRequestParts<AppState> for Services {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        state.services.get().cloned().ok_or(ApiError::NotReady)
+    }
+}
+
+/// A bound, initialized server, ready to [`serve`](App::serve).
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+/// How long to wait between start-up attempts while the database does not answer.
+const INIT_RETRY: Duration = Duration::from_secs(2);
+
+impl App {
+    /// Connects to the database, binds the listener and initializes the services. A
+    /// malformed database URL fails here; an unreachable database does not: the server
+    /// starts, `/ready` says so, and start-up is retried in the background.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let store = connect_store(&config).await?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (SERVAUTH_LISTEN / PORT)",
+                config.listen
+            )
+        })?;
+        let state = AppState {
+            config: config.clone(),
+            store: store.clone(),
+            services: Arc::default(),
+        };
+        match initialize(&config, &store, &clock).await {
+            Ok(services) => {
+                let _ = state.services.set(services);
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "start-up incomplete; retrying in the background"
+                );
+                let services = state.services.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(INIT_RETRY).await;
+                        match initialize(&config, &store, &clock).await {
+                            Ok(ready) => {
+                                let _ = services.set(ready);
+                                tracing::info!("start-up complete");
+                                break;
+                            }
+                            Err(error) => {
+                                tracing::warn!(
+                                    error = format!("{error:#}"),
+                                    "start-up failed again"
+                                );
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (the port is chosen by the OS when configured as 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The store, for tests and administrative commands.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.state.store.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests
+    /// `SERVAUTH_SHUTDOWN_GRACE` to finish before closing the database pool.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let grace = self.state.config.shutdown_grace;
+        let store = self.state.store.clone();
+        tracing::info!(
+            address = %self.listener.local_addr()?,
+            database = store.backend(),
+            "servauth listening"
+        );
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let service = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.context("server failed")?,
+            () = deadline => tracing::warn!("shutdown grace expired; dropping remaining requests"),
+        }
+        store.close().await;
+        Ok(())
+    }
+}
+
+/// Connects the store; a malformed URL is a configuration error naming `DATABASE_URL`.
+pub async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    store::connect(
+        config.database_url.expose_secret(),
+        config.database_max_connections,
+    )
+    .await
+    .map_err(|error| match error {
+        StoreError::InvalidUrl(message) => ConfigError::new("DATABASE_URL", message).into(),
+        other => anyhow::Error::new(other).context("cannot open the database (DATABASE_URL)"),
+    })
+}
+
+/// Migrates (when `SERVAUTH_MIGRATE=auto`), loads or creates the signing key, and builds the
+/// services.
+async fn initialize(
+    config: &Arc<Config>,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<Services> {
+    if config.migrate == MigrateMode::Auto {
+        store.migrate().await.context("applying migrations")?;
+    }
+    let tokens = match &config.signing {
+        SigningConfig::Hs256(secret) => AccessTokens::hs256(
+            config.issuer.clone(),
+            config.audience.clone(),
+            config.access_ttl,
+            secret,
+        ),
+        SigningConfig::EdDsa => {
+            let now = clock.now();
+            let candidate = crate::domain::generate_signing_key(now)?;
+            let current = store
+                .ensure_signing_key(candidate)
+                .await
+                .context("loading the signing key")?;
+            let published = store.signing_keys(now - config.access_ttl).await?;
+            AccessTokens::eddsa(
+                config.issuer.clone(),
+                config.audience.clone(),
+                config.access_ttl,
+                &current,
+                &published,
+            )
+        }
+    };
+    let (argon2, workers, queue) = (config.argon2, config.hash_workers, config.hash_queue);
+    let hashing =
+        tokio::task::spawn_blocking(move || PasswordHashing::new(argon2, workers, queue)).await??;
+    let tokens = Arc::new(tokens);
+    let sessions = Sessions::new(
+        store.clone(),
+        tokens,
+        clock.clone(),
+        config.refresh_ttl,
+        config.session_ttl,
+    );
+    let accounts = Accounts::new(
+        store.clone(),
+        hashing,
+        PasswordPolicy::new(config.password_min_length),
+        clock.clone(),
+    );
+    Ok(Services {
+        config: config.clone(),
+        accounts,
+        sessions,
+    })
+}

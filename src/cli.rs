@@ -1,0 +1,128 @@
+//! The command line: `servauth [serve]`, `servauth migrate`. Every command reads the same
+//! settings ([`Settings`]), each a flag with its environment variable.
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "servauth",
+    version,
+    about = "Self-hosted authentication server"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// With no subcommand, `servauth` serves with these settings.
+    #[command(flatten)]
+    pub serve: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(Settings),
+    /// Apply the embedded database migrations, then exit.
+    Migrate(Settings),
+}
+
+impl Cli {
+    /// Parses the process arguments. A bad value ends the process with one line that names
+    /// the setting by its environment variable and flag; `--help`/`--version` print as usual.
+    pub fn parse_or_exit() -> Self {
+        match Self::try_parse() {
+            Ok(cli) => cli,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ErrorKind::DisplayHelp
+                        | ErrorKind::DisplayVersion
+                        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) =>
+            {
+                error.exit()
+            }
+            Err(error) => {
+                eprintln!("servauth: {}", one_line(&error));
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// The command to run, `serve` when none was named.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}
+
+/// Renders a clap error as one line, naming the environment variable behind a flag.
+fn one_line(error: &clap::Error) -> String {
+    let arg = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => Some(arg.clone()),
+        _ => None,
+    };
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => Some(value.clone()),
+        _ => None,
+    };
+    let reason = std::error::Error::source(error)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| {
+            error
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        });
+    match (arg, value) {
+        (Some(arg), Some(_)) => {
+            let flag = arg.split_whitespace().next().unwrap_or_default().to_owned();
+            let env = env_var_of(&flag)
+                .map(|env| format!("{env} ({flag})"))
+                .unwrap_or(flag);
+            format!("invalid {env}: {reason}")
+        }
+        _ => reason.trim_start_matches("error: ").to_owned(),
+    }
+}
+
+/// The environment variable of a `--flag` of `serve`, if it has one.
+fn env_var_of(flag: &str) -> Option<String> {
+    let long = flag.strip_prefix("--")?;
+    let command = Cli::command();
+    let serve = command.find_subcommand("serve")?;
+    serve
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_means_serve() {
+        let cli = Cli::try_parse_from(["servauth", "--port", "9000"]).unwrap();
+        assert!(
+            matches!(cli.into_command(), Command::Serve(settings) if settings.port == Some(9000))
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_one_line_naming_the_variable() {
+        let error = Cli::try_parse_from(["servauth", "serve", "--access-ttl", "soon"]).unwrap_err();
+        let line = one_line(&error);
+        assert!(
+            line.starts_with("invalid SERVAUTH_ACCESS_TTL (--access-ttl): "),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+    }
+}

@@ -1,0 +1,411 @@
+//! Settings: defaults → environment → flags (clap does that layering), then validated once
+//! into a [`Config`]. Anything wrong stops the start with one line naming the setting.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// Every setting of `servauth serve` (and of the other commands, which read the same).
+/// Each flag has an environment variable of the same meaning; the flag wins.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Database: `sqlite://servauth.db` (file created if missing) or `postgres://user@host/db`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://servauth.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Maximum connections in the database pool.
+    #[arg(long, env = "SERVAUTH_DATABASE_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+
+    /// Address to listen on. Default 127.0.0.1:8080, or 0.0.0.0:$PORT when only PORT is set.
+    #[arg(long, env = "SERVAUTH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Port to listen on, on every interface (the container convention).
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
+
+    /// The server's public base URL: the issuer default and the base of links in emails.
+    #[arg(long, env = "SERVAUTH_PUBLIC_URL", default_value = "http://localhost:8080",
+          value_parser = parse_http_url)]
+    pub public_url: Url,
+
+    /// `iss` of access tokens. Default: the public URL.
+    #[arg(long, env = "SERVAUTH_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// `aud` of access tokens.
+    #[arg(long, env = "SERVAUTH_AUDIENCE", default_value = "servauth")]
+    pub audience: String,
+
+    /// Sign access tokens with HS256 and this secret (≥ 32 bytes) instead of EdDSA keys.
+    #[arg(long, env = "SERVAUTH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// Lifetime of access tokens.
+    #[arg(long, env = "SERVAUTH_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_ttl: Duration,
+
+    /// A refresh token expires after this long without use.
+    #[arg(long, env = "SERVAUTH_REFRESH_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub refresh_ttl: Duration,
+
+    /// A session ends after this long, whatever its use.
+    #[arg(long, env = "SERVAUTH_SESSION_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+
+    /// Minimum password length in characters (8 at the least; NIST asks 15 for single-factor).
+    #[arg(long, env = "SERVAUTH_PASSWORD_MIN_LENGTH", default_value_t = 15,
+          value_parser = clap::value_parser!(u32).range(8..=128))]
+    pub password_min_length: u32,
+
+    /// Argon2id memory cost in KiB.
+    #[arg(long, env = "SERVAUTH_ARGON2_MEMORY_KIB", default_value_t = 19_456,
+          value_parser = clap::value_parser!(u32).range(8..=4_194_304))]
+    pub argon2_memory_kib: u32,
+
+    /// Argon2id iterations (time cost).
+    #[arg(long, env = "SERVAUTH_ARGON2_ITERATIONS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub argon2_iterations: u32,
+
+    /// Argon2id parallelism (lanes).
+    #[arg(long, env = "SERVAUTH_ARGON2_PARALLELISM", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub argon2_parallelism: u32,
+
+    /// Password hashes computed at once. Default: the number of CPU cores.
+    #[arg(long, env = "SERVAUTH_HASH_WORKERS",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub hash_workers: Option<u32>,
+
+    /// Hashes that may wait for a worker before login and register answer `503 overloaded`.
+    #[arg(long, env = "SERVAUTH_HASH_QUEUE", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub hash_queue: u32,
+
+    /// Mark cookies `Secure` (turn off only for plain-HTTP development).
+    #[arg(long, env = "SERVAUTH_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    /// `SameSite` of the cookies: `none` for an app on another site (needs secure cookies).
+    #[arg(long, env = "SERVAUTH_COOKIE_SAMESITE", value_enum, default_value_t = SameSitePolicy::Lax)]
+    pub cookie_samesite: SameSitePolicy,
+
+    /// `auto` applies the embedded migrations at start; `off` leaves that to `servauth migrate`.
+    #[arg(long, env = "SERVAUTH_MIGRATE", value_enum, default_value_t = MigrateMode::Auto)]
+    pub migrate: MigrateMode,
+
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `servauth=debug,info`.
+    #[arg(long, env = "SERVAUTH_LOG", default_value = "info")]
+    pub log: String,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "SERVAUTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SameSitePolicy {
+    Lax,
+    Strict,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MigrateMode {
+    Auto,
+    Off,
+}
+
+/// How access tokens are signed.
+#[derive(Clone)]
+pub enum SigningConfig {
+    /// Ed25519 keys kept in the database (generated on first start).
+    EdDsa,
+    /// HS256 with a shared secret.
+    Hs256(SecretString),
+}
+
+impl std::fmt::Debug for SigningConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::EdDsa => f.write_str("EdDsa"),
+            Self::Hs256(_) => f.write_str("Hs256([redacted])"),
+        }
+    }
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+/// Validated configuration: every value here is usable as it is.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// May hold a password: never logged.
+    pub database_url: SecretString,
+    pub database_max_connections: u32,
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub issuer: String,
+    pub audience: String,
+    pub signing: SigningConfig,
+    pub access_ttl: chrono::Duration,
+    pub refresh_ttl: chrono::Duration,
+    pub session_ttl: chrono::Duration,
+    pub password_min_length: usize,
+    pub argon2: Argon2Config,
+    pub hash_workers: usize,
+    pub hash_queue: usize,
+    pub cookie_secure: bool,
+    pub cookie_same_site: SameSitePolicy,
+    pub migrate: MigrateMode,
+    pub log: String,
+    pub shutdown_grace: Duration,
+}
+
+/// A setting that cannot be used, named by its environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {setting}: {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            setting,
+            message: message.into(),
+        }
+    }
+}
+
+/// The shortest HS256 secret we accept (RFC 7518 §3.2: a key at least as long as the hash).
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl Settings {
+    /// Checks the settings together and turns them into a [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let scheme = self.database_url.split_once(':').map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("sqlite" | "postgres" | "postgresql")) {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "expected sqlite://<file> or postgres://<user>@<host>/<database>",
+            ));
+        }
+        let listen = match (self.listen, self.port) {
+            (Some(listen), _) => listen,
+            (None, Some(port)) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            (None, None) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+        };
+        let signing = match self.jwt_secret {
+            Some(secret) if secret.expose_secret().len() < MIN_JWT_SECRET_BYTES => {
+                return Err(ConfigError::new(
+                    "SERVAUTH_JWT_SECRET",
+                    format!(
+                        "must be at least {MIN_JWT_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`)"
+                    ),
+                ));
+            }
+            Some(secret) => SigningConfig::Hs256(secret),
+            None => SigningConfig::EdDsa,
+        };
+        if self.cookie_samesite == SameSitePolicy::None && !self.cookie_secure {
+            return Err(ConfigError::new(
+                "SERVAUTH_COOKIE_SAMESITE",
+                "`none` needs secure cookies (browsers drop SameSite=None cookies without Secure)",
+            ));
+        }
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism {
+            return Err(ConfigError::new(
+                "SERVAUTH_ARGON2_MEMORY_KIB",
+                "must be at least 8 × SERVAUTH_ARGON2_PARALLELISM",
+            ));
+        }
+        if self.audience.trim().is_empty() {
+            return Err(ConfigError::new("SERVAUTH_AUDIENCE", "must not be empty"));
+        }
+        let issuer = match self.issuer {
+            Some(issuer) if issuer.trim().is_empty() => {
+                return Err(ConfigError::new("SERVAUTH_ISSUER", "must not be empty"));
+            }
+            Some(issuer) => issuer,
+            None => self.public_url.as_str().trim_end_matches('/').to_owned(),
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
+            return Err(ConfigError::new(
+                "SERVAUTH_LOG",
+                "not a valid log filter (try `info`)",
+            ));
+        }
+        let hash_workers = match self.hash_workers {
+            Some(workers) => workers as usize,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        Ok(Config {
+            database_url: SecretString::from(self.database_url),
+            database_max_connections: self.database_max_connections,
+            listen,
+            public_url: self.public_url,
+            issuer,
+            audience: self.audience,
+            signing,
+            access_ttl: to_chrono(self.access_ttl, "SERVAUTH_ACCESS_TTL")?,
+            refresh_ttl: to_chrono(self.refresh_ttl, "SERVAUTH_REFRESH_TTL")?,
+            session_ttl: to_chrono(self.session_ttl, "SERVAUTH_SESSION_TTL")?,
+            password_min_length: self.password_min_length as usize,
+            argon2: Argon2Config {
+                memory_kib: self.argon2_memory_kib,
+                iterations: self.argon2_iterations,
+                parallelism: self.argon2_parallelism,
+            },
+            hash_workers,
+            hash_queue: self.hash_queue as usize,
+            cookie_secure: self.cookie_secure,
+            cookie_same_site: self.cookie_samesite,
+            migrate: self.migrate,
+            log: self.log,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+fn to_chrono(duration: Duration, setting: &'static str) -> Result<chrono::Duration, ConfigError> {
+    chrono::Duration::from_std(duration).map_err(|_| ConfigError::new(setting, "too long"))
+}
+
+/// Durations such as `30s`, `15m`, `24h`, `30d`: one second at the least.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value.trim())
+        .map_err(|_| format!("`{value}` is not a duration (use e.g. 30s, 15m, 24h, 30d)"))?;
+    if duration < Duration::from_secs(1) {
+        return Err(format!("`{value}` is shorter than 1s"));
+    }
+    if duration > Duration::from_secs(10 * 365 * 24 * 3600) {
+        return Err(format!("`{value}` is longer than ten years"));
+    }
+    Ok(duration)
+}
+
+fn parse_http_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|error| format!("`{value}` is not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{value}` is not an http(s) URL with a host"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Result<Settings, clap::Error> {
+        let argv = std::iter::once("servauth").chain(args.iter().copied());
+        Wrapper::try_parse_from(argv).map(|wrapper| wrapper.settings)
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let config = settings(&["--database-url", "sqlite://x.db"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.access_ttl, chrono::Duration::minutes(15));
+        assert_eq!(config.refresh_ttl, chrono::Duration::days(7));
+        assert_eq!(config.session_ttl, chrono::Duration::days(30));
+        assert_eq!(config.password_min_length, 15);
+        assert_eq!(config.issuer, "http://localhost:8080");
+        assert_eq!(
+            config.argon2,
+            Argon2Config {
+                memory_kib: 19_456,
+                iterations: 2,
+                parallelism: 1
+            }
+        );
+    }
+
+    #[test]
+    fn port_alone_binds_every_interface() {
+        let config = settings(&["--port", "9000"]).unwrap().validate().unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        let error = settings(&["--jwt-secret", "short"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.setting, "SERVAUTH_JWT_SECRET");
+    }
+
+    #[test]
+    fn a_database_url_of_another_kind_is_refused() {
+        let error = settings(&["--database-url", "mysql://x"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.setting, "DATABASE_URL");
+    }
+
+    #[test]
+    fn samesite_none_needs_secure_cookies() {
+        let error = settings(&["--cookie-samesite", "none", "--cookie-secure", "false"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.setting, "SERVAUTH_COOKIE_SAMESITE");
+    }
+
+    #[test]
+    fn durations_parse_and_reject_nonsense() {
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(settings(&["--access-ttl", "soon"]).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = settings(&[
+            "--database-url",
+            "postgres://app:hunter2hunter2@db/servauth",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef-secret",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("abcdef-secret"), "{printed}");
+    }
+}

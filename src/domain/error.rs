@@ -1,0 +1,69 @@
+use crate::store::StoreError;
+
+/// One rule a field of a request breaks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The field is missing (or null where a value is needed).
+    pub fn required(field: &str) -> Self {
+        Self::new(field, "required", format!("`{field}` is required."))
+    }
+}
+
+/// What a use case can fail with. The HTTP layer maps each to a status and `code` in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The request's fields break the input rules.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// Login with an unknown email or a wrong password (indistinguishable on purpose).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A wrong `current_password`/`password` on a sensitive change of a signed-in user.
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("email taken")]
+    EmailTaken,
+    #[error("username taken")]
+    UsernameTaken,
+    /// No credential of the expected kind was sent.
+    #[error("missing credentials")]
+    MissingCredentials,
+    /// A malformed, unknown, revoked or otherwise unacceptable token.
+    #[error("invalid token")]
+    InvalidToken,
+    /// An access token past its `exp` (and the leeway).
+    #[error("token expired")]
+    TokenExpired,
+    /// The password-hashing queue is full.
+    #[error("overloaded")]
+    Overloaded,
+    #[error("not found")]
+    NotFound,
+    /// Anything unexpected; its text is logged, never sent.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::UsernameTaken => Self::UsernameTaken,
+            other => Self::Internal(anyhow::Error::new(other)),
+        }
+    }
+}

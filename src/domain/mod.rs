@@ -1,0 +1,23 @@
+//! The rules of the server, with no HTTP and no SQL: identity types parsed once at the edge
+//! (an [`Email`] that exists is valid), password policy and hashing, tokens, and the use
+//! cases ([`Accounts`], [`Sessions`]). Errors leave as [`AuthError`].
+
+mod accounts;
+mod email;
+mod error;
+mod hashing;
+mod password;
+mod sessions;
+mod tokens;
+mod username;
+
+pub use accounts::{Accounts, ProfileUpdate, Registration};
+pub use email::Email;
+pub use error::{AuthError, FieldError};
+pub use hashing::{HashError, PasswordHashing};
+pub use password::{Password, PasswordPolicy};
+pub use sessions::{Caller, ClientKind, ClientMeta, IssuedSession, Sessions};
+pub use tokens::{
+    AccessClaims, AccessTokens, TokenError, generate_signing_key, opaque_token, token_hash,
+};
+pub use username::Username;

@@ -1,0 +1,338 @@
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::store::{Role, SigningKeyRecord};
+
+/// `typ` of our access tokens (RFC 9068).
+const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// Clock leeway on `exp` and `nbf`, in seconds.
+const LEEWAY_SECONDS: i64 = 30;
+
+/// The claims of an access token (RFC 9068 plus `sid` and `role`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    pub sid: Uuid,
+    pub role: Role,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token")]
+    Invalid,
+}
+
+/// Issues and verifies access tokens. Exactly one algorithm is accepted: EdDSA with the
+/// keys from the database (by `kid`), or HS256 with the configured secret. Keys are never
+/// taken from the token (`jwk`, `jku`, `x5u`, `x5c` make a token invalid, as does a `crit`
+/// extension we cannot honour) nor fetched.
+pub struct AccessTokens {
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+    algorithm: Algorithm,
+    signing_key: EncodingKey,
+    signing_kid: Option<String>,
+    /// EdDSA: public keys by `kid`. HS256: the one secret under the empty kid.
+    verifying_keys: HashMap<String, DecodingKey>,
+    jwks: serde_json::Value,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for AccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokens")
+            .field("algorithm", &self.algorithm)
+            .field("signing_kid", &self.signing_kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessTokens {
+    /// EdDSA: `current` signs; `published` (current included) verify and form the JWKS.
+    pub fn eddsa(
+        issuer: String,
+        audience: String,
+        ttl: Duration,
+        current: &SigningKeyRecord,
+        published: &[SigningKeyRecord],
+    ) -> Self {
+        let verifying_keys = published
+            .iter()
+            .map(|key| (key.kid.clone(), DecodingKey::from_ed_der(&key.public_key)))
+            .collect();
+        let keys: Vec<serde_json::Value> = published
+            .iter()
+            .map(|key| {
+                serde_json::json!({
+                    "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA",
+                    "kid": key.kid, "x": URL_SAFE_NO_PAD.encode(&key.public_key),
+                })
+            })
+            .collect();
+        Self::new(
+            issuer,
+            audience,
+            ttl,
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_der(&current.private_key),
+            Some(current.kid.clone()),
+            verifying_keys,
+            serde_json::json!({ "keys": keys }),
+        )
+    }
+
+    /// HS256 with a shared secret; the JWKS is empty (a secret is never published).
+    pub fn hs256(issuer: String, audience: String, ttl: Duration, secret: &SecretString) -> Self {
+        let secret = secret.expose_secret().as_bytes();
+        let verifying_keys = HashMap::from([(String::new(), DecodingKey::from_secret(secret))]);
+        Self::new(
+            issuer,
+            audience,
+            ttl,
+            Algorithm::HS256,
+            EncodingKey::from_secret(secret),
+            None,
+            verifying_keys,
+            serde_json::json!({ "keys": [] }),
+        )
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "private constructor behind two named ones"
+    )]
+    fn new(
+        issuer: String,
+        audience: String,
+        ttl: Duration,
+        algorithm: Algorithm,
+        signing_key: EncodingKey,
+        signing_kid: Option<String>,
+        verifying_keys: HashMap<String, DecodingKey>,
+        jwks: serde_json::Value,
+    ) -> Self {
+        let mut validation = Validation::new(algorithm);
+        // Expiry is checked against the injected clock below, not the system time.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&[&audience]);
+        Self {
+            issuer,
+            audience,
+            ttl,
+            algorithm,
+            signing_key,
+            signing_kid,
+            verifying_keys,
+            jwks,
+            validation,
+        }
+    }
+
+    /// Lifetime of the tokens issued.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The public JWK Set.
+    pub fn jwks(&self) -> &serde_json::Value {
+        &self.jwks
+    }
+
+    /// Signs an access token for a session.
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(self.algorithm);
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        header.kid.clone_from(&self.signing_kid);
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id,
+            sid: session_id,
+            role,
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: (now + self.ttl).timestamp(),
+            jti: Uuid::now_v7(),
+        };
+        jsonwebtoken::encode(&header, &claims, &self.signing_key)
+    }
+
+    /// Verifies an access token's header, signature and claims at `now`. Whether its session
+    /// is still live is the caller's question (see `Sessions::authenticate`).
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let typ_ok = header.typ.as_deref().is_some_and(|typ| {
+            typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+                || typ.eq_ignore_ascii_case("application/at+jwt")
+        });
+        let embeds_key = header.jwk.is_some()
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+            || header.crit.is_some();
+        if header.alg != self.algorithm || !typ_ok || embeds_key {
+            return Err(TokenError::Invalid);
+        }
+        let kid = match self.algorithm {
+            Algorithm::HS256 => "",
+            _ => header.kid.as_deref().ok_or(TokenError::Invalid)?,
+        };
+        let key = self.verifying_keys.get(kid).ok_or(TokenError::Invalid)?;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
+            .map_err(|_| TokenError::Invalid)?
+            .claims;
+        let now = now.timestamp();
+        if now > claims.exp.saturating_add(LEEWAY_SECONDS) {
+            return Err(TokenError::Expired);
+        }
+        if now.saturating_add(LEEWAY_SECONDS) < claims.nbf {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+}
+
+/// A new Ed25519 signing key, its `kid` the RFC 7638 JWK thumbprint of its public key.
+pub fn generate_signing_key(now: DateTime<Utc>) -> anyhow::Result<SigningKeyRecord> {
+    let mut seed = [0_u8; 32];
+    rand::fill(&mut seed);
+    let signing_key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let private_key = signing_key.to_pkcs8_der()?.as_bytes().to_vec();
+    let public_key = signing_key.verifying_key().to_bytes().to_vec();
+    let thumbprint_input = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(&public_key)
+    );
+    let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
+    Ok(SigningKeyRecord {
+        kid,
+        algorithm: "EdDSA".to_owned(),
+        private_key,
+        public_key,
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+/// A new opaque secret token: 256 bits from the OS-seeded CSPRNG, base64url (43 chars).
+pub fn opaque_token() -> String {
+    let mut bytes = [0_u8; 32];
+    rand::fill(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What is stored of an opaque token: its SHA-256 (it has 256 bits of entropy, so a plain
+/// hash suffices; ASVS 6.5.2).
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eddsa_tokens() -> (AccessTokens, SigningKeyRecord) {
+        let key = generate_signing_key(Utc::now()).unwrap();
+        let tokens = AccessTokens::eddsa(
+            "http://issuer".into(),
+            "servauth".into(),
+            Duration::minutes(15),
+            &key,
+            std::slice::from_ref(&key),
+        );
+        (tokens, key)
+    }
+
+    #[test]
+    fn an_issued_token_verifies_until_it_expires() {
+        let (tokens, _) = eddsa_tokens();
+        let now = Utc::now();
+        let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
+        let token = tokens.issue(user, session, Role::User, now).unwrap();
+        let claims = tokens.verify(&token, now).unwrap();
+        assert_eq!(
+            (claims.sub, claims.sid, claims.exp),
+            (user, session, now.timestamp() + 900)
+        );
+        assert!(
+            tokens
+                .verify(&token, now + Duration::seconds(900 + 30))
+                .is_ok(),
+            "leeway"
+        );
+        assert_eq!(
+            tokens.verify(&token, now + Duration::seconds(931)),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn the_jwks_publishes_only_public_parts() {
+        let (tokens, key) = eddsa_tokens();
+        let jwk = &tokens.jwks()["keys"][0];
+        assert_eq!(jwk["kid"], key.kid.as_str());
+        assert_eq!(jwk["kty"], "OKP");
+        assert_eq!(jwk.as_object().unwrap().len(), 6, "{jwk}");
+        assert!(jwk.get("d").is_none());
+    }
+
+    #[test]
+    fn hs256_tokens_are_refused_by_an_eddsa_verifier_and_back() {
+        let (eddsa, _) = eddsa_tokens();
+        let secret = SecretString::from("0123456789abcdef0123456789abcdef");
+        let hs = AccessTokens::hs256(
+            "http://issuer".into(),
+            "servauth".into(),
+            Duration::minutes(15),
+            &secret,
+        );
+        let now = Utc::now();
+        let hs_token = hs
+            .issue(Uuid::now_v7(), Uuid::now_v7(), Role::User, now)
+            .unwrap();
+        assert!(hs.verify(&hs_token, now).is_ok());
+        assert_eq!(eddsa.verify(&hs_token, now), Err(TokenError::Invalid));
+        let ed_token = eddsa
+            .issue(Uuid::now_v7(), Uuid::now_v7(), Role::User, now)
+            .unwrap();
+        assert_eq!(hs.verify(&ed_token, now), Err(TokenError::Invalid));
+        assert!(hs.jwks()["keys"].as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn opaque_tokens_are_long_random_and_hashed() {
+        let (a, b) = (opaque_token(), opaque_token());
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+        assert_eq!(token_hash(&a).len(), 32);
+        assert_eq!(token_hash(&a), token_hash(&a));
+    }
+}

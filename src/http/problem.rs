@@ -1,0 +1,220 @@
+//! `ApiError` → `application/problem+json` (RFC 9457): the only place a status code is chosen.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::request_id;
+use crate::domain::{AuthError, FieldError};
+
+/// Every way a request can fail, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A use case refused (validation, credentials, conflicts, overload, …).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// `400`: the body is not JSON (or not UTF-8).
+    #[error("invalid json")]
+    InvalidJson,
+    /// `415`: a body without `Content-Type: application/json`.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// `413`: a body over the limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// `404`: no route has this path.
+    #[error("no such route")]
+    RouteNotFound,
+    /// `405`: the route exists, the method does not (the router adds `Allow`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// `503`: the server is still connecting to its database at start.
+    #[error("not ready")]
+    NotReady,
+    /// `500`: something unexpected; logged here, never described to the client.
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'a str,
+    status: u16,
+    code: &'static str,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+}
+
+/// What `WWW-Authenticate` a 401 carries.
+enum Challenge {
+    None,
+    Bearer,
+    InvalidToken,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, Challenge) {
+        use AuthError as A;
+        match self {
+            Self::Auth(error) => match error {
+                A::Validation(_) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    "The request has invalid fields.",
+                    Challenge::None,
+                ),
+                A::InvalidCredentials => (
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_credentials",
+                    "Email or password is incorrect.",
+                    Challenge::Bearer,
+                ),
+                A::WrongPassword => (
+                    StatusCode::FORBIDDEN,
+                    "invalid_credentials",
+                    "The password is incorrect.",
+                    Challenge::None,
+                ),
+                A::EmailTaken => (
+                    StatusCode::CONFLICT,
+                    "email_taken",
+                    "An account with this email already exists.",
+                    Challenge::None,
+                ),
+                A::UsernameTaken => (
+                    StatusCode::CONFLICT,
+                    "username_taken",
+                    "This username is taken.",
+                    Challenge::None,
+                ),
+                A::MissingCredentials => (
+                    StatusCode::UNAUTHORIZED,
+                    "missing_credentials",
+                    "Authentication is required.",
+                    Challenge::Bearer,
+                ),
+                A::InvalidToken => (
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "The token is invalid or has been revoked.",
+                    Challenge::InvalidToken,
+                ),
+                A::TokenExpired => (
+                    StatusCode::UNAUTHORIZED,
+                    "token_expired",
+                    "The access token has expired.",
+                    Challenge::InvalidToken,
+                ),
+                A::Overloaded => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "The server is busy. Retry shortly.",
+                    Challenge::None,
+                ),
+                A::NotFound => (
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "Not found.",
+                    Challenge::None,
+                ),
+                A::Internal(_) => internal(),
+            },
+            Self::InvalidJson => (
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "The body is not valid JSON.",
+                Challenge::None,
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send the body as JSON with `Content-Type: application/json`.",
+                Challenge::None,
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The body is larger than 64 KiB.",
+                Challenge::None,
+            ),
+            Self::RouteNotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "There is nothing at this path.",
+                Challenge::None,
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This path does not accept this method.",
+                Challenge::None,
+            ),
+            Self::NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "The server is starting. Retry shortly.",
+                Challenge::None,
+            ),
+            Self::Internal(_) => internal(),
+        }
+    }
+}
+
+fn internal() -> (StatusCode, &'static str, &'static str, Challenge) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Something went wrong on our side.",
+        Challenge::None,
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, detail, challenge) = self.parts();
+        if let Self::Internal(error) | Self::Auth(AuthError::Internal(error)) = &self {
+            tracing::error!(error = format!("{error:#}"), "request failed");
+        }
+        let errors = match &self {
+            Self::Auth(AuthError::Validation(errors)) => Some(errors.as_slice()),
+            _ => None,
+        };
+        let problem = Problem {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            code,
+            detail,
+            errors,
+            request_id: request_id::current(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match challenge {
+            Challenge::None => {}
+            Challenge::Bearer => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Challenge::InvalidToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,5 @@
+//! Handlers, one file per resource, with their request and response types.
+
+pub mod auth;
+pub mod health;
+pub mod me;
