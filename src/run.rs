@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::app::{App, connect_store};
 use crate::cli::Command;
 use crate::clock::SystemClock;
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::telemetry;
 
 /// Runs a command to completion and says how the process should exit.
@@ -33,6 +33,12 @@ pub async fn run(command: Command) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A setting found unusable only when used (a malformed database URL): one line, as
+        // for the settings checked up front.
+        Err(error) if error.downcast_ref::<ConfigError>().is_some() => {
+            eprintln!("servauth: {error}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "servauth stopped");
             eprintln!("servauth: {error:#}");

@@ -1,94 +1,600 @@
-//! PostgreSQL backend (being written in the store worktree). Temporary stand-in so the crate
-//! compiles; replaced wholesale.
-use super::*;
-#[derive(Debug)]
-pub struct PostgresStore;
+//! PostgreSQL backend.
+//!
+//! Transactions run at the default READ COMMITTED level. The atomic steps rely on row locks
+//! and on PostgreSQL re-checking an `UPDATE`'s `WHERE` against the newest committed row once
+//! it holds the row's lock: of two transactions updating one row with the same condition, the
+//! second waits for the first and then no longer matches.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use uuid::Uuid;
+
+use super::{
+    NewSession, NewUser, ProfileChange, Role, Rotation, RotationOutcome, SessionRecord,
+    SigningKeyRecord, Store, StoreError, StoreResult, UserCredentials, UserRecord,
+};
+
+/// The embedded migrations. sqlx's migrator takes a session-level advisory lock (keyed on the
+/// database name) around the whole run, so replicas starting together apply each migration
+/// exactly once. Locking is on by default and must stay on: do not call `set_locking(false)`.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a query waits for a pooled connection (including connecting) before failing, so
+/// that a down database makes `/ready` and requests fail fast instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Key of the transaction-scoped advisory lock that serialises [`Store::ensure_signing_key`]
+/// across replicas: the ASCII bytes of `"servauth"` read as a big-endian `i64`. sqlx's
+/// migrator derives its own lock key from the database name, so the two do not collide.
+const SIGNING_KEY_LOCK: i64 = 0x7365_7276_6175_7468;
+
+/// The columns of [`UserRecord`], in `users`.
+macro_rules! user_columns {
+    () => {
+        "id, email, username, email_verified, role, pending_email, created_at, updated_at"
+    };
+}
+
+/// The columns of [`SessionRecord`], in `sessions`.
+macro_rules! session_columns {
+    () => {
+        "id, user_id, csrf_hash, user_agent, ip, created_at, last_used_at, expires_at, revoked_at"
+    };
+}
+
+/// The columns of [`SigningKeyRecord`], in `signing_keys`.
+macro_rules! signing_key_columns {
+    () => {
+        "kid, algorithm, private_key, public_key, created_at, retired_at"
+    };
+}
+
+/// A [`Store`] on a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
 impl PostgresStore {
-    pub fn connect(_: &str, _: u32) -> StoreResult<Self> {
-        Err(StoreError::InvalidUrl("pending".into()))
+    /// Parses the URL and builds a pool that connects lazily: a well-formed URL whose server
+    /// does not answer is not an error here (the server may come up after us); queries, and
+    /// [`Store::ping`], fail after the acquire timeout instead. Must be called inside a Tokio
+    /// runtime (the pool spawns its maintenance task). Does not migrate.
+    pub fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(invalid_url)?;
+        let pool = PgPoolOptions::new()
+            // A pool of zero connections could never serve a query.
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
     }
 }
+
+/// A URL that does not parse. sqlx's configuration errors name the problem (e.g. an invalid
+/// port number), never the URL itself, so no password ends up in the message.
+fn invalid_url(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::Configuration(source) => StoreError::InvalidUrl(source.to_string()),
+        other => StoreError::InvalidUrl(other.to_string()),
+    }
+}
+
+/// Maps a unique violation on the identity indexes (reported by index name) to its meaning.
+fn map_unique_violation(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(database_error) = &error {
+        match database_error.constraint() {
+            Some("users_email_key") => return StoreError::EmailTaken,
+            Some("users_username_key") => return StoreError::UsernameTaken,
+            _ => {}
+        }
+    }
+    error.into()
+}
+
+fn user_from_row(row: &PgRow) -> Result<UserRecord, sqlx::Error> {
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        username: row.try_get("username")?,
+        email_verified: row.try_get("email_verified")?,
+        role: Role::from_stored(row.try_get("role")?),
+        pending_email: row.try_get("pending_email")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn credentials_from_row(row: &PgRow) -> Result<UserCredentials, sqlx::Error> {
+    Ok(UserCredentials {
+        user: user_from_row(row)?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+fn session_from_row(row: &PgRow) -> Result<SessionRecord, sqlx::Error> {
+    Ok(SessionRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        csrf_hash: row.try_get("csrf_hash")?,
+        user_agent: row.try_get("user_agent")?,
+        ip: row.try_get("ip")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn signing_key_from_row(row: &PgRow) -> Result<SigningKeyRecord, sqlx::Error> {
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid")?,
+        algorithm: row.try_get("algorithm")?,
+        private_key: row.try_get("private_key")?,
+        public_key: row.try_get("public_key")?,
+        created_at: row.try_get("created_at")?,
+        retired_at: row.try_get("retired_at")?,
+    })
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
     }
+
     async fn migrate(&self) -> StoreResult<()> {
-        unimplemented!()
+        // Locking stays on (the default): see `MIGRATOR`.
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
     }
+
     async fn ping(&self) -> StoreResult<()> {
-        unimplemented!()
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
-    async fn close(&self) {}
-    async fn create_user(&self, _: NewUser) -> StoreResult<UserRecord> {
-        unimplemented!()
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
-    async fn find_user(&self, _: Uuid) -> StoreResult<Option<UserRecord>> {
-        unimplemented!()
+
+    // ---- users -------------------------------------------------------------------------
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<UserRecord> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO users (id, email, email_key, username, username_key, password_hash, \
+             email_verified, role, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING ",
+            user_columns!()
+        ))
+        .bind(user.id)
+        .bind(&user.email)
+        .bind(&user.email_key)
+        .bind(&user.username)
+        .bind(&user.username_key)
+        .bind(&user.password_hash)
+        .bind(user.email_verified)
+        .bind(user.role.as_str())
+        .bind(user.now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_unique_violation)?;
+        Ok(user_from_row(&row)?)
     }
-    async fn find_credentials_by_email_key(&self, _: &str) -> StoreResult<Option<UserCredentials>> {
-        unimplemented!()
+
+    async fn find_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
     }
-    async fn find_credentials(&self, _: Uuid) -> StoreResult<Option<UserCredentials>> {
-        unimplemented!()
+
+    async fn find_credentials_by_email_key(
+        &self,
+        email_key: &str,
+    ) -> StoreResult<Option<UserCredentials>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", password_hash FROM users WHERE email_key = $1"
+        ))
+        .bind(email_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(credentials_from_row).transpose()?)
     }
+
+    async fn find_credentials(&self, id: Uuid) -> StoreResult<Option<UserCredentials>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", password_hash FROM users WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(credentials_from_row).transpose()?)
+    }
+
+    /// One statement whatever the change: each field is assigned either its new value or
+    /// itself, chosen by a flag, so there is no SQL to assemble at run time.
     async fn update_profile(
         &self,
-        _: Uuid,
-        _: ProfileChange,
-        _: DateTime<Utc>,
+        id: Uuid,
+        change: ProfileChange,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>> {
-        unimplemented!()
+        let set_username = change.username.is_some();
+        let (username, username_key) = change.username.flatten().unzip();
+        let set_pending_email = change.pending_email.is_some();
+        let pending_email = change.pending_email.flatten();
+        let row = sqlx::query(concat!(
+            "UPDATE users SET \
+             username = CASE WHEN $1 THEN $2 ELSE username END, \
+             username_key = CASE WHEN $1 THEN $3 ELSE username_key END, \
+             pending_email = CASE WHEN $4 THEN $5 ELSE pending_email END, \
+             updated_at = $6 \
+             WHERE id = $7 RETURNING ",
+            user_columns!()
+        ))
+        .bind(set_username)
+        .bind(username)
+        .bind(username_key)
+        .bind(set_pending_email)
+        .bind(pending_email)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_unique_violation)?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
     }
-    async fn set_password_hash(&self, _: Uuid, _: &str, _: DateTime<Utc>) -> StoreResult<bool> {
-        unimplemented!()
+
+    async fn set_password_hash(
+        &self,
+        id: Uuid,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let result =
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                .bind(hash)
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() > 0)
     }
-    async fn delete_user(&self, _: Uuid) -> StoreResult<bool> {
-        unimplemented!()
+
+    async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        // Sessions, refresh tokens and one-time tokens go with it through ON DELETE CASCADE.
+        let result = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
     }
-    async fn create_session(&self, _: NewSession) -> StoreResult<SessionRecord> {
-        unimplemented!()
+
+    // ---- sessions ----------------------------------------------------------------------
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO sessions (id, user_id, csrf_hash, user_agent, ip, created_at, \
+             last_used_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, NULL) RETURNING ",
+            session_columns!()
+        ))
+        .bind(session.id)
+        .bind(session.user_id)
+        .bind(&session.csrf_hash)
+        .bind(&session.user_agent)
+        .bind(&session.ip)
+        .bind(session.now)
+        .bind(session.expires_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = session_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&session.refresh_hash)
+        .bind(session.id)
+        .bind(session.now)
+        .bind(session.refresh_expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
     }
+
     async fn find_live_session_user(
         &self,
-        _: Uuid,
-        _: Uuid,
-        _: DateTime<Utc>,
+        session_id: Uuid,
+        user_id: Uuid,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>> {
-        unimplemented!()
+        let row = sqlx::query(
+            "SELECT u.id, u.email, u.username, u.email_verified, u.role, u.pending_email, \
+             u.created_at, u.updated_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3",
+        )
+        .bind(session_id)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
     }
+
     async fn find_session_by_refresh(
         &self,
-        _: &[u8],
-        _: DateTime<Utc>,
+        refresh_hash: &[u8],
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<SessionRecord>> {
-        unimplemented!()
+        let row = sqlx::query(
+            "SELECT s.id, s.user_id, s.csrf_hash, s.user_agent, s.ip, s.created_at, \
+             s.last_used_at, s.expires_at, s.revoked_at \
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.token_hash = $1 AND t.rotated_at IS NULL AND t.expires_at > $2 \
+             AND s.revoked_at IS NULL AND s.expires_at > $2",
+        )
+        .bind(refresh_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
     }
-    async fn rotate_refresh_token(&self, _: Rotation) -> StoreResult<RotationOutcome> {
-        unimplemented!()
+
+    /// The token's session row is locked first (`FOR UPDATE`), which serialises every
+    /// exchange within one session and takes locks in the same order as `delete_user`'s
+    /// cascade (session, then its tokens), so the two cannot deadlock. The conditional
+    /// `UPDATE` then rotates the token only if it is still current; a concurrent call that
+    /// got there first leaves it matching no row, and the lookup below sees its committed
+    /// rotation.
+    async fn rotate_refresh_token(&self, rotation: Rotation) -> StoreResult<RotationOutcome> {
+        let now = rotation.now;
+        let mut tx = self.pool.begin().await?;
+
+        let locked: Option<Uuid> = sqlx::query_scalar(
+            "SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.token_hash = $1 FOR UPDATE OF s",
+        )
+        .bind(&rotation.presented_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if locked.is_none() {
+            return Ok(RotationOutcome::Invalid);
+        }
+
+        let rotated: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE refresh_tokens SET rotated_at = $1, successor = $2 \
+             WHERE token_hash = $3 AND rotated_at IS NULL AND expires_at > $1 \
+             AND session_id IN \
+                 (SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > $1) \
+             RETURNING session_id",
+        )
+        .bind(now)
+        .bind(&rotation.sealed_successor)
+        .bind(&rotation.presented_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        if let Some(session_id) = rotated {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&rotation.successor_hash)
+            .bind(session_id)
+            .bind(now)
+            .bind(rotation.successor_expires_at)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(concat!(
+                "UPDATE sessions SET last_used_at = $1, csrf_hash = COALESCE($2, csrf_hash) \
+                 WHERE id = $3 RETURNING ",
+                session_columns!()
+            ))
+            .bind(now)
+            .bind(&rotation.csrf_hash)
+            .bind(session_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let session = session_from_row(&row)?;
+            tx.commit().await?;
+            return Ok(RotationOutcome::Rotated { session });
+        }
+
+        // Not rotated: find out why. READ COMMITTED gives this statement a fresh snapshot, so
+        // it sees a rotation another transaction committed while we waited for the lock.
+        let row = sqlx::query(
+            "SELECT t.rotated_at AS token_rotated_at, t.successor AS token_successor, \
+             s.id, s.user_id, s.csrf_hash, s.user_agent, s.ip, s.created_at, s.last_used_at, \
+             s.expires_at, s.revoked_at \
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.token_hash = $1",
+        )
+        .bind(&rotation.presented_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(RotationOutcome::Invalid);
+        };
+        let session = session_from_row(&row)?;
+        let rotated_at: Option<DateTime<Utc>> = row.try_get("token_rotated_at")?;
+        let successor: Option<Vec<u8>> = row.try_get("token_successor")?;
+        if session.revoked_at.is_some() || session.expires_at <= now {
+            return Ok(RotationOutcome::Invalid);
+        }
+        // Never rotated: it was not rotated just now, so it must have expired.
+        let Some(rotated_at) = rotated_at else {
+            return Ok(RotationOutcome::Invalid);
+        };
+        if now - rotated_at <= rotation.grace {
+            // A rotated row always has its successor; a missing one is treated as unknown.
+            return Ok(match successor {
+                Some(sealed_successor) => RotationOutcome::Replayed {
+                    session,
+                    sealed_successor,
+                },
+                None => RotationOutcome::Invalid,
+            });
+        }
+
+        // Rotated out before the grace window: someone holds a stale copy of the token, so
+        // the whole session is compromised. Revoke it and commit, whatever the caller answers.
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(session.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(if revoked.rows_affected() > 0 {
+            RotationOutcome::Reused {
+                session_id: session.id,
+            }
+        } else {
+            RotationOutcome::Invalid
+        })
     }
+
     async fn list_live_sessions(
         &self,
-        _: Uuid,
-        _: DateTime<Utc>,
+        user_id: Uuid,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<SessionRecord>> {
-        unimplemented!()
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(session_from_row)
+            .collect::<Result<_, _>>()?)
     }
-    async fn revoke_session(&self, _: Uuid, _: Uuid, _: DateTime<Utc>) -> StoreResult<bool> {
-        unimplemented!()
+
+    async fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(session_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
+
     async fn revoke_user_sessions(
         &self,
-        _: Uuid,
-        _: Option<Uuid>,
-        _: DateTime<Utc>,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        unimplemented!()
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 \
+             AND ($3::uuid IS NULL OR id <> $3)",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
     }
-    async fn ensure_signing_key(&self, _: SigningKeyRecord) -> StoreResult<SigningKeyRecord> {
-        unimplemented!()
+
+    // ---- signing keys ------------------------------------------------------------------
+
+    /// Replicas starting together each come with their own candidate. The advisory lock makes
+    /// the check-then-insert one critical section across them (a unique index could not: the
+    /// candidates have different kids). The candidate's `retired_at` is ignored: a key
+    /// installed as the current one is unretired by definition.
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> StoreResult<SigningKeyRecord> {
+        let mut tx = self.pool.begin().await?;
+        // Released automatically at commit or rollback.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SIGNING_KEY_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let current = sqlx::query(concat!(
+            "SELECT ",
+            signing_key_columns!(),
+            " FROM signing_keys WHERE retired_at IS NULL \
+             ORDER BY created_at DESC, kid DESC LIMIT 1"
+        ))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let key = match current {
+            Some(row) => signing_key_from_row(&row)?,
+            None => {
+                let row = sqlx::query(concat!(
+                    "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, \
+                     created_at, retired_at) VALUES ($1, $2, $3, $4, $5, NULL) RETURNING ",
+                    signing_key_columns!()
+                ))
+                .bind(&candidate.kid)
+                .bind(&candidate.algorithm)
+                .bind(&candidate.private_key)
+                .bind(&candidate.public_key)
+                .bind(candidate.created_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                signing_key_from_row(&row)?
+            }
+        };
+        tx.commit().await?;
+        Ok(key)
     }
-    async fn signing_keys(&self, _: DateTime<Utc>) -> StoreResult<Vec<SigningKeyRecord>> {
-        unimplemented!()
+
+    async fn signing_keys(
+        &self,
+        retired_after: DateTime<Utc>,
+    ) -> StoreResult<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            signing_key_columns!(),
+            " FROM signing_keys WHERE retired_at IS NULL OR retired_at > $1 \
+             ORDER BY created_at DESC, kid DESC"
+        ))
+        .bind(retired_after)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(signing_key_from_row)
+            .collect::<Result<_, _>>()?)
     }
 }

@@ -1,94 +1,629 @@
-//! SQLite backend (being written in the store worktree). Temporary stand-in so the crate
-//! compiles; replaced wholesale.
-use super::*;
-#[derive(Debug)]
-pub struct SqliteStore;
+//! SQLite backend.
+//!
+//! Column encodings (see `migrations/sqlite/0001_initial.sql`): ids are hyphenated UUID text
+//! (bound as [`Hyphenated`], because sqlx encodes a bare `Uuid` as a 16-byte BLOB, which
+//! would never compare equal to the stored text), timestamps are sqlx's RFC 3339 text
+//! (always `+00:00`, so they compare correctly as text), hashes are BLOBs, booleans 0/1.
+//!
+//! SQLite has one writer at a time. A deferred transaction that reads first and writes later
+//! fails with `SQLITE_BUSY` instead of waiting when another connection wrote in between (the
+//! busy timeout does not apply to a lock upgrade), so every write that spans several statements
+//! starts with `BEGIN IMMEDIATE`: it takes the write lock up front, and concurrent writers
+//! queue on the busy timeout instead of failing. That is also what makes the read-then-write
+//! steps (rotation, first signing key, migrations) atomic here.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Timelike, Utc};
+use sqlx::Row;
+use sqlx::error::ErrorKind;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use uuid::Uuid;
+use uuid::fmt::Hyphenated;
+
+use super::{
+    NewSession, NewUser, ProfileChange, Role, Rotation, RotationOutcome, SessionRecord,
+    SigningKeyRecord, Store, StoreError, StoreResult, UserCredentials, UserRecord,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for another one's write lock before giving up with
+/// `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The columns of [`UserRecord`], in `users`.
+macro_rules! user_columns {
+    () => {
+        "id, email, username, email_verified, role, pending_email, created_at, updated_at"
+    };
+}
+
+/// The columns of [`SessionRecord`], in `sessions`.
+macro_rules! session_columns {
+    () => {
+        "id, user_id, csrf_hash, user_agent, ip, created_at, last_used_at, expires_at, revoked_at"
+    };
+}
+
+/// The columns of [`SigningKeyRecord`], in `signing_keys`.
+macro_rules! signing_key_columns {
+    () => {
+        "kid, algorithm, private_key, public_key, created_at, retired_at"
+    };
+}
+
+/// A [`Store`] on an SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
 impl SqliteStore {
-    pub async fn connect(_: &str, _: u32) -> StoreResult<Self> {
-        Err(StoreError::InvalidUrl("pending".into()))
+    /// Opens (creating if missing) the database file the `sqlite:` URL names, in WAL mode with
+    /// full fsync, foreign keys enforced on every connection (the `ON DELETE CASCADE`s rely on
+    /// it) and a 5 s busy timeout. Opens one connection at once, so that an unusable path fails
+    /// here rather than at the first request. Does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(invalid_url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            // A pool of zero connections could never serve a query.
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
     }
 }
+
+/// A URL that does not parse. sqlx's configuration errors name the problem (an unknown
+/// parameter or value), never the whole URL.
+fn invalid_url(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::Configuration(source) => StoreError::InvalidUrl(source.to_string()),
+        other => StoreError::InvalidUrl(other.to_string()),
+    }
+}
+
+/// Maps a unique violation on the identity indexes to its meaning. SQLite does not report
+/// the index name, only the columns (`UNIQUE constraint failed: users.email_key`).
+fn map_unique_violation(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(database_error) = &error
+        && database_error.kind() == ErrorKind::UniqueViolation
+    {
+        let message = database_error.message();
+        if message.contains("users.email_key") {
+            return StoreError::EmailTaken;
+        }
+        if message.contains("users.username_key") {
+            return StoreError::UsernameTaken;
+        }
+    }
+    error.into()
+}
+
+/// Truncates to whole microseconds, the resolution PostgreSQL's `timestamptz` keeps, so that
+/// both backends store (and compare) the same instants.
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = at.nanosecond();
+    at.with_nanosecond(nanos - nanos % 1_000).unwrap_or(at)
+}
+
+fn uuid_at(row: &SqliteRow, column: &str) -> Result<Uuid, sqlx::Error> {
+    Ok(row.try_get::<Hyphenated, _>(column)?.into_uuid())
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<UserRecord, sqlx::Error> {
+    Ok(UserRecord {
+        id: uuid_at(row, "id")?,
+        email: row.try_get("email")?,
+        username: row.try_get("username")?,
+        email_verified: row.try_get("email_verified")?,
+        role: Role::from_stored(row.try_get("role")?),
+        pending_email: row.try_get("pending_email")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn credentials_from_row(row: &SqliteRow) -> Result<UserCredentials, sqlx::Error> {
+    Ok(UserCredentials {
+        user: user_from_row(row)?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, sqlx::Error> {
+    Ok(SessionRecord {
+        id: uuid_at(row, "id")?,
+        user_id: uuid_at(row, "user_id")?,
+        csrf_hash: row.try_get("csrf_hash")?,
+        user_agent: row.try_get("user_agent")?,
+        ip: row.try_get("ip")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn signing_key_from_row(row: &SqliteRow) -> Result<SigningKeyRecord, sqlx::Error> {
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid")?,
+        algorithm: row.try_get("algorithm")?,
+        private_key: row.try_get("private_key")?,
+        public_key: row.try_get("public_key")?,
+        created_at: row.try_get("created_at")?,
+        retired_at: row.try_get("retired_at")?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+
+    /// sqlx's SQLite migrator takes no lock, so two stores migrating one fresh file at once
+    /// would both see no migration applied and the second would fail on `CREATE TABLE`. The
+    /// whole run therefore happens inside one `BEGIN IMMEDIATE` transaction (the migrator's
+    /// own per-migration transactions become savepoints in it): the second store waits for
+    /// the write lock, then finds everything applied. Consequence: a future migration that
+    /// must run outside a transaction (`-- no-transaction`, e.g. `VACUUM`) cannot work here.
     async fn migrate(&self) -> StoreResult<()> {
-        unimplemented!()
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // `run_direct` is `run` on a connection we already hold (`run` itself wants an
+        // `Acquire` impl for any lifetime, which `&mut SqliteConnection` cannot give inside
+        // an `async_trait` future). It is `#[doc(hidden)]` in sqlx 0.9 but public, and sqlx's
+        // own `run` is a thin wrapper around it; recheck on sqlx upgrades.
+        MIGRATOR.run_direct(None, &mut *tx, false).await?;
+        tx.commit().await?;
+        Ok(())
     }
+
     async fn ping(&self) -> StoreResult<()> {
-        unimplemented!()
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
-    async fn close(&self) {}
-    async fn create_user(&self, _: NewUser) -> StoreResult<UserRecord> {
-        unimplemented!()
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
-    async fn find_user(&self, _: Uuid) -> StoreResult<Option<UserRecord>> {
-        unimplemented!()
+
+    // ---- users -------------------------------------------------------------------------
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<UserRecord> {
+        let now = micros(user.now);
+        let row = sqlx::query(concat!(
+            "INSERT INTO users (id, email, email_key, username, username_key, password_hash, \
+             email_verified, role, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) RETURNING ",
+            user_columns!()
+        ))
+        .bind(user.id.hyphenated())
+        .bind(&user.email)
+        .bind(&user.email_key)
+        .bind(&user.username)
+        .bind(&user.username_key)
+        .bind(&user.password_hash)
+        .bind(user.email_verified)
+        .bind(user.role.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_unique_violation)?;
+        Ok(user_from_row(&row)?)
     }
-    async fn find_credentials_by_email_key(&self, _: &str) -> StoreResult<Option<UserCredentials>> {
-        unimplemented!()
+
+    async fn find_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = ?1"
+        ))
+        .bind(id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
     }
-    async fn find_credentials(&self, _: Uuid) -> StoreResult<Option<UserCredentials>> {
-        unimplemented!()
+
+    async fn find_credentials_by_email_key(
+        &self,
+        email_key: &str,
+    ) -> StoreResult<Option<UserCredentials>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", password_hash FROM users WHERE email_key = ?1"
+        ))
+        .bind(email_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(credentials_from_row).transpose()?)
     }
+
+    async fn find_credentials(&self, id: Uuid) -> StoreResult<Option<UserCredentials>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", password_hash FROM users WHERE id = ?1"
+        ))
+        .bind(id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(credentials_from_row).transpose()?)
+    }
+
+    /// One statement whatever the change: each field is assigned either its new value or
+    /// itself, chosen by a flag, so there is no SQL to assemble at run time.
     async fn update_profile(
         &self,
-        _: Uuid,
-        _: ProfileChange,
-        _: DateTime<Utc>,
+        id: Uuid,
+        change: ProfileChange,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>> {
-        unimplemented!()
+        let set_username = change.username.is_some();
+        let (username, username_key) = change.username.flatten().unzip();
+        let set_pending_email = change.pending_email.is_some();
+        let pending_email = change.pending_email.flatten();
+        let row = sqlx::query(concat!(
+            "UPDATE users SET \
+             username = CASE WHEN ?1 THEN ?2 ELSE username END, \
+             username_key = CASE WHEN ?1 THEN ?3 ELSE username_key END, \
+             pending_email = CASE WHEN ?4 THEN ?5 ELSE pending_email END, \
+             updated_at = ?6 \
+             WHERE id = ?7 RETURNING ",
+            user_columns!()
+        ))
+        .bind(set_username)
+        .bind(username)
+        .bind(username_key)
+        .bind(set_pending_email)
+        .bind(pending_email)
+        .bind(micros(now))
+        .bind(id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_unique_violation)?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
     }
-    async fn set_password_hash(&self, _: Uuid, _: &str, _: DateTime<Utc>) -> StoreResult<bool> {
-        unimplemented!()
+
+    async fn set_password_hash(
+        &self,
+        id: Uuid,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let result =
+            sqlx::query("UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3")
+                .bind(hash)
+                .bind(micros(now))
+                .bind(id.hyphenated())
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() > 0)
     }
-    async fn delete_user(&self, _: Uuid) -> StoreResult<bool> {
-        unimplemented!()
+
+    async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        // Sessions, refresh tokens and one-time tokens go with it through ON DELETE CASCADE
+        // (enforced because every connection has `foreign_keys` on).
+        let result = sqlx::query("DELETE FROM users WHERE id = ?1")
+            .bind(id.hyphenated())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
     }
-    async fn create_session(&self, _: NewSession) -> StoreResult<SessionRecord> {
-        unimplemented!()
+
+    // ---- sessions ----------------------------------------------------------------------
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord> {
+        let now = micros(session.now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO sessions (id, user_id, csrf_hash, user_agent, ip, created_at, \
+             last_used_at, expires_at, revoked_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, NULL) RETURNING ",
+            session_columns!()
+        ))
+        .bind(session.id.hyphenated())
+        .bind(session.user_id.hyphenated())
+        .bind(&session.csrf_hash)
+        .bind(&session.user_agent)
+        .bind(&session.ip)
+        .bind(now)
+        .bind(micros(session.expires_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = session_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&session.refresh_hash)
+        .bind(session.id.hyphenated())
+        .bind(now)
+        .bind(micros(session.refresh_expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
     }
+
     async fn find_live_session_user(
         &self,
-        _: Uuid,
-        _: Uuid,
-        _: DateTime<Utc>,
+        session_id: Uuid,
+        user_id: Uuid,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>> {
-        unimplemented!()
+        let row = sqlx::query(
+            "SELECT u.id, u.email, u.username, u.email_verified, u.role, u.pending_email, \
+             u.created_at, u.updated_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id = ?1 AND s.user_id = ?2 AND s.revoked_at IS NULL AND s.expires_at > ?3",
+        )
+        .bind(session_id.hyphenated())
+        .bind(user_id.hyphenated())
+        .bind(micros(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
     }
+
     async fn find_session_by_refresh(
         &self,
-        _: &[u8],
-        _: DateTime<Utc>,
+        refresh_hash: &[u8],
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<SessionRecord>> {
-        unimplemented!()
+        let row = sqlx::query(
+            "SELECT s.id, s.user_id, s.csrf_hash, s.user_agent, s.ip, s.created_at, \
+             s.last_used_at, s.expires_at, s.revoked_at \
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.token_hash = ?1 AND t.rotated_at IS NULL AND t.expires_at > ?2 \
+             AND s.revoked_at IS NULL AND s.expires_at > ?2",
+        )
+        .bind(refresh_hash)
+        .bind(micros(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
     }
-    async fn rotate_refresh_token(&self, _: Rotation) -> StoreResult<RotationOutcome> {
-        unimplemented!()
+
+    /// Under `BEGIN IMMEDIATE` the whole exchange runs with the write lock held, so concurrent
+    /// calls with one token run one after the other: the first rotates it, the others find it
+    /// rotated.
+    async fn rotate_refresh_token(&self, rotation: Rotation) -> StoreResult<RotationOutcome> {
+        let now = micros(rotation.now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+
+        let rotated: Option<Hyphenated> = sqlx::query_scalar(
+            "UPDATE refresh_tokens SET rotated_at = ?1, successor = ?2 \
+             WHERE token_hash = ?3 AND rotated_at IS NULL AND expires_at > ?1 \
+             AND session_id IN \
+                 (SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > ?1) \
+             RETURNING session_id",
+        )
+        .bind(now)
+        .bind(&rotation.sealed_successor)
+        .bind(&rotation.presented_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        if let Some(session_id) = rotated {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(&rotation.successor_hash)
+            .bind(session_id)
+            .bind(now)
+            .bind(micros(rotation.successor_expires_at))
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(concat!(
+                "UPDATE sessions SET last_used_at = ?1, csrf_hash = COALESCE(?2, csrf_hash) \
+                 WHERE id = ?3 RETURNING ",
+                session_columns!()
+            ))
+            .bind(now)
+            .bind(&rotation.csrf_hash)
+            .bind(session_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let session = session_from_row(&row)?;
+            tx.commit().await?;
+            return Ok(RotationOutcome::Rotated { session });
+        }
+
+        // Not rotated: find out why.
+        let row = sqlx::query(
+            "SELECT t.rotated_at AS token_rotated_at, t.successor AS token_successor, \
+             s.id, s.user_id, s.csrf_hash, s.user_agent, s.ip, s.created_at, s.last_used_at, \
+             s.expires_at, s.revoked_at \
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.token_hash = ?1",
+        )
+        .bind(&rotation.presented_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(RotationOutcome::Invalid);
+        };
+        let session = session_from_row(&row)?;
+        let rotated_at: Option<DateTime<Utc>> = row.try_get("token_rotated_at")?;
+        let successor: Option<Vec<u8>> = row.try_get("token_successor")?;
+        if session.revoked_at.is_some() || session.expires_at <= now {
+            return Ok(RotationOutcome::Invalid);
+        }
+        // Never rotated: it was not rotated just now, so it must have expired.
+        let Some(rotated_at) = rotated_at else {
+            return Ok(RotationOutcome::Invalid);
+        };
+        if now - rotated_at <= rotation.grace {
+            // A rotated row always has its successor; a missing one is treated as unknown.
+            return Ok(match successor {
+                Some(sealed_successor) => RotationOutcome::Replayed {
+                    session,
+                    sealed_successor,
+                },
+                None => RotationOutcome::Invalid,
+            });
+        }
+
+        // Rotated out before the grace window: someone holds a stale copy of the token, so
+        // the whole session is compromised. Revoke it and commit, whatever the caller answers.
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?1 \
+             WHERE id = ?2 AND revoked_at IS NULL AND expires_at > ?1",
+        )
+        .bind(now)
+        .bind(session.id.hyphenated())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(if revoked.rows_affected() > 0 {
+            RotationOutcome::Reused {
+                session_id: session.id,
+            }
+        } else {
+            RotationOutcome::Invalid
+        })
     }
+
     async fn list_live_sessions(
         &self,
-        _: Uuid,
-        _: DateTime<Utc>,
+        user_id: Uuid,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<SessionRecord>> {
-        unimplemented!()
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 \
+             ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(user_id.hyphenated())
+        .bind(micros(now))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(session_from_row)
+            .collect::<Result<_, _>>()?)
     }
-    async fn revoke_session(&self, _: Uuid, _: Uuid, _: DateTime<Utc>) -> StoreResult<bool> {
-        unimplemented!()
+
+    async fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?1 \
+             WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1",
+        )
+        .bind(micros(now))
+        .bind(session_id.hyphenated())
+        .bind(user_id.hyphenated())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
+
     async fn revoke_user_sessions(
         &self,
-        _: Uuid,
-        _: Option<Uuid>,
-        _: DateTime<Utc>,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        unimplemented!()
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?1 \
+             WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 \
+             AND (?3 IS NULL OR id <> ?3)",
+        )
+        .bind(micros(now))
+        .bind(user_id.hyphenated())
+        .bind(keep.map(|id| id.hyphenated()))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
     }
-    async fn ensure_signing_key(&self, _: SigningKeyRecord) -> StoreResult<SigningKeyRecord> {
-        unimplemented!()
+
+    // ---- signing keys ------------------------------------------------------------------
+
+    /// The candidate's `retired_at` is ignored: a key installed as the current one is
+    /// unretired by definition.
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> StoreResult<SigningKeyRecord> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let current = sqlx::query(concat!(
+            "SELECT ",
+            signing_key_columns!(),
+            " FROM signing_keys WHERE retired_at IS NULL \
+             ORDER BY created_at DESC, kid DESC LIMIT 1"
+        ))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let key = match current {
+            Some(row) => signing_key_from_row(&row)?,
+            None => {
+                let row = sqlx::query(concat!(
+                    "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, \
+                     created_at, retired_at) VALUES (?1, ?2, ?3, ?4, ?5, NULL) RETURNING ",
+                    signing_key_columns!()
+                ))
+                .bind(&candidate.kid)
+                .bind(&candidate.algorithm)
+                .bind(&candidate.private_key)
+                .bind(&candidate.public_key)
+                .bind(micros(candidate.created_at))
+                .fetch_one(&mut *tx)
+                .await?;
+                signing_key_from_row(&row)?
+            }
+        };
+        tx.commit().await?;
+        Ok(key)
     }
-    async fn signing_keys(&self, _: DateTime<Utc>) -> StoreResult<Vec<SigningKeyRecord>> {
-        unimplemented!()
+
+    async fn signing_keys(
+        &self,
+        retired_after: DateTime<Utc>,
+    ) -> StoreResult<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            signing_key_columns!(),
+            " FROM signing_keys WHERE retired_at IS NULL OR retired_at > ?1 \
+             ORDER BY created_at DESC, kid DESC"
+        ))
+        .bind(micros(retired_after))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(signing_key_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micros_truncates_below_a_microsecond() {
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
+        assert_eq!(micros(at).nanosecond(), 123_456_000);
     }
 }

@@ -16,7 +16,10 @@ fn refused_start(env: &[(&str, &str)]) -> String {
     let output = Command::new(BIN)
         .arg("serve")
         .env_clear()
-        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("t.db").display()))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("t.db").display()),
+        )
         .env("SERVAUTH_LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied())
         .output()
@@ -34,16 +37,28 @@ fn invalid_settings_stop_the_start_with_one_line_naming_the_setting() {
         (("SERVAUTH_JWT_SECRET", "too-short"), "SERVAUTH_JWT_SECRET"),
         (("SERVAUTH_ACCESS_TTL", "fortnight"), "SERVAUTH_ACCESS_TTL"),
         (("SERVAUTH_SESSION_TTL", "0s"), "SERVAUTH_SESSION_TTL"),
-        (("SERVAUTH_PASSWORD_MIN_LENGTH", "6"), "SERVAUTH_PASSWORD_MIN_LENGTH"),
-        (("SERVAUTH_COOKIE_SAMESITE", "sideways"), "SERVAUTH_COOKIE_SAMESITE"),
+        (
+            ("SERVAUTH_PASSWORD_MIN_LENGTH", "6"),
+            "SERVAUTH_PASSWORD_MIN_LENGTH",
+        ),
+        (
+            ("SERVAUTH_COOKIE_SAMESITE", "sideways"),
+            "SERVAUTH_COOKIE_SAMESITE",
+        ),
         (("SERVAUTH_PUBLIC_URL", "not a url"), "SERVAUTH_PUBLIC_URL"),
     ];
     for ((name, value), expected) in cases {
         let line = refused_start(&[(name, value)]);
         assert!(line.contains(expected), "{name}={value}: {line}");
-        assert!(!line.contains("too-short"), "the secret is not echoed: {line}");
+        assert!(
+            !line.contains("too-short"),
+            "the secret is not echoed: {line}"
+        );
     }
-    let both = refused_start(&[("SERVAUTH_COOKIE_SAMESITE", "none"), ("SERVAUTH_COOKIE_SECURE", "false")]);
+    let both = refused_start(&[
+        ("SERVAUTH_COOKIE_SAMESITE", "none"),
+        ("SERVAUTH_COOKIE_SECURE", "false"),
+    ]);
     assert!(both.contains("SERVAUTH_COOKIE_SAMESITE"), "{both}");
     let bad_postgres = refused_start(&[("DATABASE_URL", "postgres://user@host:notaport/db")]);
     assert!(bad_postgres.contains("DATABASE_URL"), "{bad_postgres}");
@@ -64,7 +79,11 @@ fn migrate_creates_and_migrates_the_sqlite_file() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
@@ -74,7 +93,10 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
     let base = format!("http://127.0.0.1:{port}");
     let child = Command::new(BIN)
         .env_clear()
-        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("logs.db").display()))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("logs.db").display()),
+        )
         .env("SERVAUTH_LISTEN", format!("127.0.0.1:{port}"))
         .env("SERVAUTH_ARGON2_MEMORY_KIB", "64")
         .env("SERVAUTH_ARGON2_ITERATIONS", "1")
@@ -85,7 +107,10 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
     let client = reqwest::Client::new();
     let started = Instant::now();
     while client.get(format!("{base}/health")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let register = read(
@@ -100,7 +125,10 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
     let login = read(
         client
             .post(format!("{base}/auth/login"))
-            .header("cookie", "servauth_refresh=cookie-value-that-must-not-be-logged")
+            .header(
+                "cookie",
+                "servauth_refresh=cookie-value-that-must-not-be-logged",
+            )
             .json(&json!({"email": "ada@example.com", "password": PASSWORD, "client": "native"}))
             .send()
             .await
@@ -108,10 +136,18 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
     )
     .await;
     let access = login.body["access_token"].as_str().unwrap().to_owned();
-    let me = client.get(format!("{base}/auth/me?token=query-secret")).bearer_auth(&access).send().await.unwrap();
+    let me = client
+        .get(format!("{base}/auth/me?token=query-secret"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(me.status(), 200);
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "exit 0 after SIGTERM: {output:?}");
@@ -120,8 +156,14 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
         .collect();
-    let request_lines = lines.iter().filter(|line| line["message"] == "finished processing request").count();
-    assert_eq!(request_lines, 4, "one line per request (health polls included): {stdout}");
+    let request_lines = lines
+        .iter()
+        .filter(|line| line["message"] == "finished processing request")
+        .count();
+    assert_eq!(
+        request_lines, 4,
+        "one line per request (health polls included): {stdout}"
+    );
     let secrets = [
         PASSWORD.to_owned(),
         access,
@@ -131,7 +173,10 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
         "query-secret".to_owned(),
     ];
     for secret in &secrets {
-        assert!(!stdout.contains(secret.as_str()), "log holds a secret: {secret}");
+        assert!(
+            !stdout.contains(secret.as_str()),
+            "log holds a secret: {secret}"
+        );
     }
     assert!(stdout.contains("servauth listening"));
 }
@@ -139,7 +184,8 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
 #[test]
 fn the_readme_lists_every_setting() {
     use clap::CommandFactory as _;
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let command = servauth::cli::Cli::command();
     let serve = command.find_subcommand("serve").unwrap();
     let variables: Vec<String> = serve
@@ -148,6 +194,9 @@ fn the_readme_lists_every_setting() {
         .collect();
     assert!(variables.len() >= 20, "{variables:?}");
     for variable in variables {
-        assert!(readme.contains(&format!("| `{variable}` |")), "README lacks {variable}");
+        assert!(
+            readme.contains(&format!("| `{variable}` |")),
+            "README lacks {variable}"
+        );
     }
 }

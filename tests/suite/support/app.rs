@@ -52,10 +52,16 @@ impl Reply {
     pub fn assert_problem(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "{:#}", self.body);
         assert_eq!(self.body["code"], code, "{:#}", self.body);
-        assert_eq!(self.header("content-type"), Some("application/problem+json"));
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
         assert_eq!(self.body["status"], status);
         assert!(self.body["title"].is_string() && self.body["detail"].is_string());
-        assert_eq!(self.body["request_id"].as_str(), self.header("x-request-id"));
+        assert_eq!(
+            self.body["request_id"].as_str(),
+            self.header("x-request-id")
+        );
     }
 
     /// The codes of the field errors of a 422.
@@ -66,8 +72,10 @@ impl Reply {
                 errors
                     .iter()
                     .map(|error| {
-                        (error["field"].as_str().unwrap_or_default().to_owned(),
-                         error["code"].as_str().unwrap_or_default().to_owned())
+                        (
+                            error["field"].as_str().unwrap_or_default().to_owned(),
+                            error["code"].as_str().unwrap_or_default().to_owned(),
+                        )
                     })
                     .collect()
             })
@@ -78,10 +86,14 @@ impl Reply {
 /// Settings that every test server gets: a random port, cheap Argon2 (the suite hashes in
 /// almost every test) and the default everything else.
 const BASE_ARGS: &[&str] = &[
-    "--listen", "127.0.0.1:0",
-    "--argon2-memory-kib", "64",
-    "--argon2-iterations", "1",
-    "--log", "warn",
+    "--listen",
+    "127.0.0.1:0",
+    "--argon2-memory-kib",
+    "64",
+    "--argon2-iterations",
+    "1",
+    "--log",
+    "warn",
 ];
 
 impl TestApp {
@@ -101,7 +113,9 @@ impl TestApp {
     pub async fn spawn_on(db: TestDatabase, extra: &[&str]) -> Self {
         init_logs();
         let clock = Arc::new(ManualClock::starting_now());
-        let app = App::build(config(&db.url, extra), clock.clone()).await.expect("server starts");
+        let app = App::build(config(&db.url, extra), clock.clone())
+            .await
+            .expect("server starts");
         let base = format!("http://{}", app.local_addr().expect("bound"));
         let store = app.store();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
@@ -112,7 +126,14 @@ impl TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        Self { base, client, clock, store, shutdown: Some(shutdown), _db: db }
+        Self {
+            base,
+            client,
+            clock,
+            store,
+            shutdown: Some(shutdown),
+            _db: db,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -120,7 +141,13 @@ impl TestApp {
     }
 
     /// Sends a request with an optional JSON body and bearer token, and reads the reply.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> Reply {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Reply {
         let mut request = self.client.request(method, self.url(path));
         if let Some(body) = body {
             request = request.json(&body);
@@ -142,7 +169,10 @@ impl TestApp {
     /// Registers `email` with [`PASSWORD`] as a native client; returns the 201 body.
     pub async fn register(&self, email: &str) -> Value {
         let reply = self
-            .post("/auth/register", json!({"email": email, "password": PASSWORD, "client": "native"}))
+            .post(
+                "/auth/register",
+                json!({"email": email, "password": PASSWORD, "client": "native"}),
+            )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{:#}", reply.body);
         reply.body
@@ -150,7 +180,10 @@ impl TestApp {
 
     /// Registers and returns the access token.
     pub async fn access_token(&self, email: &str) -> String {
-        self.register(email).await["access_token"].as_str().expect("access token").to_owned()
+        self.register(email).await["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned()
     }
 }
 
@@ -169,9 +202,14 @@ pub async fn read(response: reqwest::Response) -> Reply {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Validated settings for a test server on `database_url`.
@@ -179,7 +217,9 @@ pub fn config(database_url: &str, extra: &[&str]) -> servauth::config::Config {
     let mut args = vec!["servauth", "serve", "--database-url", database_url];
     args.extend_from_slice(BASE_ARGS);
     args.extend_from_slice(extra);
-    let Command::Serve(settings) = Cli::try_parse_from(args).expect("test settings parse").into_command()
+    let Command::Serve(settings) = Cli::try_parse_from(args)
+        .expect("test settings parse")
+        .into_command()
     else {
         unreachable!("serve was asked for");
     };
@@ -209,13 +249,19 @@ impl TestApp {
     /// A second server (a replica) on the database of `first`, which must outlive it.
     pub async fn spawn_sharing(first: &TestApp, database_url: &str) -> Replica {
         let clock = first.clock.clone();
-        let app = App::build(config(database_url, &[]), clock).await.expect("replica starts");
+        let app = App::build(config(database_url, &[]), clock)
+            .await
+            .expect("replica starts");
         let base = format!("http://{}", app.local_addr().expect("bound"));
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.serve(async move {
             let _ = stop.await;
         }));
-        Replica { base, client: first.client.clone(), _shutdown: shutdown }
+        Replica {
+            base,
+            client: first.client.clone(),
+            _shutdown: shutdown,
+        }
     }
 }
 
