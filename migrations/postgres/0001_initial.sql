@@ -22,7 +22,6 @@ CREATE UNIQUE INDEX users_username_key ON users (username_key);
 CREATE TABLE sessions (
     id            UUID PRIMARY KEY,
     user_id       UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    csrf_hash     BYTEA,                     -- SHA-256 of the CSRF token; NULL for native clients
     user_agent    TEXT,
     ip            TEXT,
     created_at    TIMESTAMPTZ NOT NULL,
@@ -40,6 +39,8 @@ CREATE TABLE refresh_tokens (
     created_at  TIMESTAMPTZ NOT NULL,
     expires_at  TIMESTAMPTZ NOT NULL,        -- idle expiry (SERVAUTH_REFRESH_TTL)
     rotated_at  TIMESTAMPTZ,                 -- when it was exchanged for its successor
+    csrf_hash   BYTEA,                       -- SHA-256 of the CSRF token paired with this token;
+                                             -- NULL for native clients
     successor   BYTEA                        -- the successor, sealed under this token (grace replay)
 );
 CREATE INDEX refresh_tokens_session_id ON refresh_tokens (session_id);

@@ -24,7 +24,6 @@ CREATE UNIQUE INDEX users_username_key ON users (username_key);
 CREATE TABLE sessions (
     id            TEXT PRIMARY KEY,
     user_id       TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    csrf_hash     BLOB,                     -- SHA-256 of the CSRF token; NULL for native clients
     user_agent    TEXT,
     ip            TEXT,
     created_at    TEXT NOT NULL,
@@ -42,6 +41,8 @@ CREATE TABLE refresh_tokens (
     created_at  TEXT NOT NULL,
     expires_at  TEXT NOT NULL,        -- idle expiry (SERVAUTH_REFRESH_TTL)
     rotated_at  TEXT,                 -- when it was exchanged for its successor
+    csrf_hash   BLOB,                       -- SHA-256 of the CSRF token paired with this token;
+                                             -- NULL for native clients
     successor   BLOB                        -- the successor, sealed under this token (grace replay)
 );
 CREATE INDEX refresh_tokens_session_id ON refresh_tokens (session_id);

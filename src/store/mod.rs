@@ -124,7 +124,8 @@ pub struct ProfileChange {
 pub struct NewSession {
     pub id: Uuid,
     pub user_id: Uuid,
-    /// SHA-256 of the CSRF token for browser sessions; `None` for native clients.
+    /// SHA-256 of the CSRF token paired with the first refresh token (browser sessions);
+    /// `None` for native clients.
     pub csrf_hash: Option<Vec<u8>>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
@@ -142,13 +143,24 @@ pub struct NewSession {
 pub struct SessionRecord {
     pub id: Uuid,
     pub user_id: Uuid,
-    pub csrf_hash: Option<Vec<u8>>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A refresh token as stored, with its session, whatever their state (the caller judges:
+/// a CSRF check needs the token's pair even when the token was rotated a moment ago).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    pub session: SessionRecord,
+    /// SHA-256 of the CSRF token issued with this refresh token; `None` for native clients.
+    pub csrf_hash: Option<Vec<u8>>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
 }
 
 /// One exchange of a refresh token for its successor.
@@ -163,7 +175,8 @@ pub struct Rotation {
     pub sealed_successor: Vec<u8>,
     /// Idle expiry of the successor.
     pub successor_expires_at: DateTime<Utc>,
-    /// New CSRF hash for the session (browser sessions rotate it with the refresh token).
+    /// SHA-256 of the CSRF token paired with the successor (browser sessions rotate it with
+    /// the refresh token); `None` for native clients.
     pub csrf_hash: Option<Vec<u8>>,
     pub now: DateTime<Utc>,
     /// How long after its rotation a token may still be presented and get the same answer.
@@ -173,8 +186,8 @@ pub struct Rotation {
 /// How a [`Store::rotate_refresh_token`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotationOutcome {
-    /// The token was live and is now rotated; the successor is installed and the session's
-    /// `last_used_at` is `now`.
+    /// The token was live and is now rotated; the successor (with its CSRF hash) is
+    /// installed and the session's `last_used_at` is `now`.
     Rotated { session: SessionRecord },
     /// The token was rotated within the grace window: nothing changed; here is the sealed
     /// successor its rotation stored.
@@ -271,13 +284,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>>;
 
-    /// The live session (not revoked, not expired) whose *current* refresh token (not
-    /// rotated, not expired) has this hash.
-    async fn find_session_by_refresh(
+    /// The refresh token with this hash and its session, in whatever state they are.
+    async fn find_refresh_token(
         &self,
         refresh_hash: &[u8],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<SessionRecord>>;
+    ) -> StoreResult<Option<RefreshTokenRecord>>;
 
     /// Exchanges a refresh token for its successor, atomically: of many concurrent calls with
     /// one token, at most one gets `Rotated`; the rest see the rotation (`Replayed` within the
