@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, MigrateMode, SigningConfig};
-use crate::domain::{AccessTokens, Accounts, PasswordHashing, PasswordPolicy, Sessions};
+use crate::domain::{
+    AccessTokens, Accounts, Lifetimes, PasswordHashing, PasswordPolicy, ServiceSecret, Sessions,
+};
 use crate::http::{self, ApiError};
 use crate::store::{self, Store, StoreError};
 
@@ -24,6 +26,8 @@ pub struct Services {
     pub config: Arc<Config>,
     pub accounts: Accounts,
     pub sessions: Sessions,
+    /// Set when `SERVAUTH_INTERNAL_SECRET` is (the internal routes exist only then).
+    pub service_secret: Option<ServiceSecret>,
 }
 
 /// What every handler can reach. `services` is set once the database has been migrated and
@@ -206,22 +210,23 @@ async fn initialize(
     let hashing =
         tokio::task::spawn_blocking(move || PasswordHashing::new(argon2, workers, queue)).await??;
     let tokens = Arc::new(tokens);
-    let sessions = Sessions::new(
-        store.clone(),
-        tokens,
-        clock.clone(),
-        config.refresh_ttl,
-        config.session_ttl,
-    );
+    let lifetimes = Lifetimes {
+        refresh: config.refresh_ttl,
+        session: config.session_ttl,
+        reuse_grace: config.refresh_reuse_grace,
+    };
+    let sessions = Sessions::new(store.clone(), tokens, clock.clone(), lifetimes);
     let accounts = Accounts::new(
         store.clone(),
         hashing,
         PasswordPolicy::new(config.password_min_length),
         clock.clone(),
     );
+    let service_secret = config.internal_secret.as_ref().map(ServiceSecret::new);
     Ok(Services {
         config: config.clone(),
         accounts,
         sessions,
+        service_secret,
     })
 }

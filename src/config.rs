@@ -63,6 +63,23 @@ pub struct Settings {
     #[arg(long, env = "SERVAUTH_SESSION_TTL", default_value = "30d", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
+    /// A refresh token presented again within this long after its rotation gets the same
+    /// answer (two tabs refreshing at once stay signed in); later reuse revokes the session.
+    /// `0s` turns the grace off.
+    #[arg(long, env = "SERVAUTH_REFRESH_REUSE_GRACE", default_value = "10s",
+          value_parser = parse_grace)]
+    pub refresh_reuse_grace: Duration,
+
+    /// Browser origins allowed to call the API with credentials (CORS), comma-separated
+    /// exact origins such as `https://app.example.com`.
+    #[arg(long, env = "SERVAUTH_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
+    /// Shared secret (≥ 32 bytes) other services send as `X-Service-Auth` to use
+    /// `/api/internal/*`. Unset: those routes do not exist (404).
+    #[arg(long, env = "SERVAUTH_INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: Option<SecretString>,
+
     /// Minimum password length in characters (8 at the least; NIST asks 15 for single-factor).
     #[arg(long, env = "SERVAUTH_PASSWORD_MIN_LENGTH", default_value_t = 15,
           value_parser = clap::value_parser!(u32).range(8..=128))]
@@ -167,6 +184,12 @@ pub struct Config {
     pub access_ttl: chrono::Duration,
     pub refresh_ttl: chrono::Duration,
     pub session_ttl: chrono::Duration,
+    pub refresh_reuse_grace: chrono::Duration,
+    /// Exact origins (`scheme://host[:port]`) allowed by CORS and by the CSRF origin check.
+    pub cors_origins: Vec<String>,
+    /// The public URL's own origin, always allowed by the CSRF origin check.
+    pub public_origin: String,
+    pub internal_secret: Option<SecretString>,
     pub password_min_length: usize,
     pub argon2: Argon2Config,
     pub hash_workers: usize,
@@ -247,6 +270,14 @@ impl Settings {
             Some(issuer) => issuer,
             None => self.public_url.as_str().trim_end_matches('/').to_owned(),
         };
+        if let Some(secret) = &self.internal_secret
+            && secret.expose_secret().len() < MIN_JWT_SECRET_BYTES
+        {
+            return Err(ConfigError::new(
+                "SERVAUTH_INTERNAL_SECRET",
+                format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
             return Err(ConfigError::new(
                 "SERVAUTH_LOG",
@@ -261,6 +292,7 @@ impl Settings {
             database_url: SecretString::from(self.database_url),
             database_max_connections: self.database_max_connections,
             listen,
+            public_origin: self.public_url.origin().ascii_serialization(),
             public_url: self.public_url,
             issuer,
             audience: self.audience,
@@ -268,6 +300,12 @@ impl Settings {
             access_ttl: to_chrono(self.access_ttl, "SERVAUTH_ACCESS_TTL")?,
             refresh_ttl: to_chrono(self.refresh_ttl, "SERVAUTH_REFRESH_TTL")?,
             session_ttl: to_chrono(self.session_ttl, "SERVAUTH_SESSION_TTL")?,
+            refresh_reuse_grace: to_chrono(
+                self.refresh_reuse_grace,
+                "SERVAUTH_REFRESH_REUSE_GRACE",
+            )?,
+            cors_origins: self.cors_origins,
+            internal_secret: self.internal_secret,
             password_min_length: self.password_min_length as usize,
             argon2: Argon2Config {
                 memory_kib: self.argon2_memory_kib,
@@ -300,6 +338,31 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         return Err(format!("`{value}` is longer than ten years"));
     }
     Ok(duration)
+}
+
+/// The reuse grace: a duration, or `0s` for none.
+fn parse_grace(value: &str) -> Result<Duration, String> {
+    if humantime::parse_duration(value.trim()).is_ok_and(|duration| duration.is_zero()) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(value)
+}
+
+/// An exact origin: `http(s)://host[:port]`, no path, no wildcard. Returned in the form
+/// browsers send in `Origin` (lowercase host, default port dropped).
+fn parse_origin(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let url = parse_http_url(value)?;
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(format!(
+            "`{value}` is not an origin (scheme://host[:port], nothing after)"
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn parse_http_url(value: &str) -> Result<Url, String> {
@@ -391,6 +454,41 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(settings(&["--access-ttl", "soon"]).is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_exact_and_normalized() {
+        let config = settings(&[
+            "--cors-origins",
+            "https://App.Example.com:443,http://localhost:5173",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(
+            config.cors_origins,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        assert_eq!(config.public_origin, "http://localhost:8080");
+        for bad in [
+            "*",
+            "https://app.example.com/path",
+            "app.example.com",
+            "ftp://x.example",
+        ] {
+            assert!(settings(&["--cors-origins", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_reuse_grace_can_be_turned_off() {
+        let config = settings(&["--refresh-reuse-grace", "0s"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.refresh_reuse_grace, chrono::Duration::zero());
+        let default = settings(&[]).unwrap().validate().unwrap();
+        assert_eq!(default.refresh_reuse_grace, chrono::Duration::seconds(10));
     }
 
     #[test]

@@ -219,6 +219,11 @@ impl Accounts {
             .ok_or(AuthError::InvalidToken)
     }
 
+    /// The user with this id, if any.
+    pub async fn find(&self, id: Uuid) -> Result<Option<UserRecord>, AuthError> {
+        Ok(self.store.find_user(id).await?)
+    }
+
     /// Deletes the account with every session and token, after checking its password.
     pub async fn delete(
         &self,

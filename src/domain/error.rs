@@ -45,6 +45,13 @@ pub enum AuthError {
     /// A malformed, unknown, revoked or otherwise unacceptable token.
     #[error("invalid token")]
     InvalidToken,
+    /// A refresh token that was already rotated out: its whole session is now revoked.
+    #[error("refresh token reused")]
+    RefreshTokenReused,
+    /// A cookie-authenticated request without the matching CSRF token or from a foreign
+    /// origin.
+    #[error("csrf check failed")]
+    CsrfFailed,
     /// An access token past its `exp` (and the leeway).
     #[error("token expired")]
     TokenExpired,

@@ -7,6 +7,7 @@ mod email;
 mod error;
 mod hashing;
 mod password;
+mod service_auth;
 mod sessions;
 mod tokens;
 mod username;
@@ -16,7 +17,10 @@ pub use email::Email;
 pub use error::{AuthError, FieldError};
 pub use hashing::{HashError, PasswordHashing};
 pub use password::{Password, PasswordPolicy};
-pub use sessions::{Caller, ClientKind, ClientMeta, IssuedSession, Sessions};
+pub use service_auth::ServiceSecret;
+pub use sessions::{
+    Caller, ClientKind, ClientMeta, IssuedSession, Lifetimes, PresentedRefresh, Sessions,
+};
 pub use tokens::{
     AccessClaims, AccessTokens, TokenError, generate_signing_key, opaque_token, token_hash,
 };

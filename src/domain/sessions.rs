@@ -1,13 +1,16 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
+use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
-use super::tokens::{TokenError, opaque_token, token_hash};
-use super::{AccessTokens, AuthError};
+use super::tokens::{TokenError, opaque_token, successor, token_hash};
+use super::{AccessClaims, AccessTokens, AuthError};
 use crate::clock::Clock;
-use crate::store::{NewSession, Store, UserRecord};
+use crate::store::{
+    NewSession, RefreshTokenRecord, Rotation, RotationOutcome, SessionRecord, Store, UserRecord,
+};
 
 /// Which kind of client a session is for (see the contract's "Two kinds of client").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -27,7 +30,7 @@ pub struct ClientMeta {
     pub user_agent: Option<String>,
 }
 
-/// The credentials a new session hands to its client.
+/// The credentials a session hands to its client (at login, register and every refresh).
 #[derive(Debug, Clone)]
 pub struct IssuedSession {
     pub session_id: Uuid,
@@ -45,17 +48,55 @@ pub struct IssuedSession {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: UserRecord,
-    pub session_id: Uuid,
+    pub claims: AccessClaims,
 }
 
-/// Sessions: opening one at login, and authenticating access tokens against the live ones.
+impl Caller {
+    pub fn session_id(&self) -> Uuid {
+        self.claims.sid
+    }
+}
+
+/// A refresh token as a client presented it.
+#[derive(Debug, Clone, Copy)]
+pub enum PresentedRefresh<'a> {
+    /// In the body (native clients): no CSRF token needed.
+    Native(&'a str),
+    /// In the `servauth_refresh` cookie, with the `X-CSRF-Token` header (if any), which must
+    /// match the CSRF token issued with that refresh token.
+    Browser {
+        token: &'a str,
+        csrf: Option<&'a str>,
+    },
+}
+
+impl PresentedRefresh<'_> {
+    fn token(&self) -> &str {
+        match self {
+            Self::Native(token) | Self::Browser { token, .. } => token,
+        }
+    }
+}
+
+/// Sessions: opening one at login, refreshing and ending it, and authenticating access
+/// tokens against the live ones.
 #[derive(Debug, Clone)]
 pub struct Sessions {
     store: Arc<dyn Store>,
     tokens: Arc<AccessTokens>,
     clock: Arc<dyn Clock>,
-    refresh_ttl: Duration,
-    session_ttl: Duration,
+    lifetimes: Lifetimes,
+}
+
+/// How long the parts of a session live.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// A refresh token expires after this long unused.
+    pub refresh: Duration,
+    /// A session ends after this long, whatever its use.
+    pub session: Duration,
+    /// A rotated-out refresh token still gets its rotation's answer for this long.
+    pub reuse_grace: Duration,
 }
 
 /// The longest user agent we keep; the rest is cut (it is informational only).
@@ -66,15 +107,13 @@ impl Sessions {
         store: Arc<dyn Store>,
         tokens: Arc<AccessTokens>,
         clock: Arc<dyn Clock>,
-        refresh_ttl: Duration,
-        session_ttl: Duration,
+        lifetimes: Lifetimes,
     ) -> Self {
         Self {
             store,
             tokens,
             clock,
-            refresh_ttl,
-            session_ttl,
+            lifetimes,
         }
     }
 
@@ -91,8 +130,8 @@ impl Sessions {
         meta: ClientMeta,
     ) -> Result<IssuedSession, AuthError> {
         let now = self.clock.now();
-        let expires_at = now + self.session_ttl;
-        let refresh_expires_at = (now + self.refresh_ttl).min(expires_at);
+        let expires_at = now + self.lifetimes.session;
+        let refresh_expires_at = (now + self.lifetimes.refresh).min(expires_at);
         let refresh_token = opaque_token();
         let csrf_token = (kind == ClientKind::Browser).then(opaque_token);
         let session = self
@@ -111,18 +150,121 @@ impl Sessions {
                 refresh_expires_at,
             })
             .await?;
-        let access_token = self
-            .tokens
-            .issue(user.id, session.id, user.role, now)
-            .map_err(|error| AuthError::Internal(error.into()))?;
-        Ok(IssuedSession {
-            session_id: session.id,
-            access_token,
-            expires_in: self.tokens.ttl().num_seconds(),
-            refresh_token,
-            refresh_expires_in: (refresh_expires_at - now).num_seconds(),
-            csrf_token,
-        })
+        self.issue(user, &session, now, refresh_token, csrf_token)
+    }
+
+    /// Exchanges a refresh token for a new one and a new access token: every use rotates.
+    /// A token already rotated out revokes its session (`RefreshTokenReused`), except within
+    /// the reuse grace, where the answer is the successor its rotation issued.
+    pub async fn refresh(
+        &self,
+        presented: PresentedRefresh<'_>,
+    ) -> Result<IssuedSession, AuthError> {
+        let token = presented.token();
+        let record = self.find_presented(presented).await?;
+        let now = self.clock.now();
+        let refresh_token = opaque_token();
+        let csrf_token = matches!(presented, PresentedRefresh::Browser { .. }).then(opaque_token);
+        let sealed = successor::seal(token, &refresh_token, csrf_token.as_deref())
+            .ok_or_else(|| AuthError::Internal(anyhow::anyhow!("sealing the successor failed")))?;
+        let rotation = Rotation {
+            presented_hash: token_hash(token),
+            successor_hash: token_hash(&refresh_token),
+            sealed_successor: sealed,
+            successor_expires_at: self.refresh_expiry(&record.session, now),
+            csrf_hash: csrf_token.as_deref().map(token_hash),
+            now,
+            grace: self.lifetimes.reuse_grace,
+        };
+        let (session, refresh_token, csrf_token) =
+            match self.store.rotate_refresh_token(rotation).await? {
+                RotationOutcome::Rotated { session } => (session, refresh_token, csrf_token),
+                RotationOutcome::Replayed {
+                    session,
+                    sealed_successor,
+                } => {
+                    let (refresh_token, csrf_token) =
+                        successor::open(token, &sealed_successor).ok_or(AuthError::InvalidToken)?;
+                    (session, refresh_token, csrf_token)
+                }
+                RotationOutcome::Reused { session_id } => {
+                    tracing::warn!(
+                        session.id = %session_id,
+                        "refresh token reuse detected: session revoked"
+                    );
+                    return Err(AuthError::RefreshTokenReused);
+                }
+                RotationOutcome::Invalid => return Err(AuthError::InvalidToken),
+            };
+        let user = self
+            .store
+            .find_live_session_user(session.id, session.user_id, now)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        self.issue(&user, &session, now, refresh_token, csrf_token)
+    }
+
+    /// Ends the session a refresh token belongs to (logout by cookie or native body). Any
+    /// token of a live session ends it; a token of an ended session is `InvalidToken`.
+    pub async fn logout_with_refresh(
+        &self,
+        presented: PresentedRefresh<'_>,
+    ) -> Result<(), AuthError> {
+        let record = self.find_presented(presented).await?;
+        let now = self.clock.now();
+        let expired_unused = record.rotated_at.is_none() && record.expires_at <= now;
+        let session = &record.session;
+        if expired_unused
+            || !self
+                .store
+                .revoke_session(session.user_id, session.id, now)
+                .await?
+        {
+            return Err(AuthError::InvalidToken);
+        }
+        tracing::info!(session.id = %session.id, "logged out");
+        Ok(())
+    }
+
+    /// Ends the caller's own session (logout by bearer token).
+    pub async fn logout(&self, caller: &Caller) -> Result<(), AuthError> {
+        self.revoke(caller, caller.session_id())
+            .await
+            .map_err(|_| AuthError::InvalidToken)
+    }
+
+    /// The caller's live sessions, newest first.
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<SessionRecord>, AuthError> {
+        Ok(self
+            .store
+            .list_live_sessions(caller.user.id, self.clock.now())
+            .await?)
+    }
+
+    /// Revokes one of the caller's own live sessions; `NotFound` for any other id.
+    pub async fn revoke(&self, caller: &Caller, session_id: Uuid) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        if self
+            .store
+            .revoke_session(caller.user.id, session_id, now)
+            .await?
+        {
+            tracing::info!(session.id = %session_id, "session revoked");
+            Ok(())
+        } else {
+            Err(AuthError::NotFound)
+        }
+    }
+
+    /// Revokes every session of the caller's, the current one included.
+    pub async fn revoke_all(&self, caller: &Caller) -> Result<u64, AuthError> {
+        let now = self.clock.now();
+        let revoked = self
+            .store
+            .revoke_user_sessions(caller.user.id, None, now)
+            .await?;
+        tracing::info!(user.id = %caller.user.id, revoked, "all sessions revoked");
+        Ok(revoked)
     }
 
     /// The caller behind a bearer token: the token verifies, its session is live and its
@@ -142,9 +284,57 @@ impl Sessions {
             .find_live_session_user(claims.sid, claims.sub, now)
             .await?
             .ok_or(AuthError::InvalidToken)?;
-        Ok(Caller {
-            user,
-            session_id: claims.sid,
+        Ok(Caller { user, claims })
+    }
+
+    /// Looks a presented refresh token up and, for a cookie, checks the CSRF token issued
+    /// with it (in constant time). An unknown token is `InvalidToken`.
+    async fn find_presented(
+        &self,
+        presented: PresentedRefresh<'_>,
+    ) -> Result<RefreshTokenRecord, AuthError> {
+        let record = self
+            .store
+            .find_refresh_token(&token_hash(presented.token()))
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if let PresentedRefresh::Browser { csrf, .. } = presented {
+            let matches = match (csrf, &record.csrf_hash) {
+                (Some(csrf), Some(expected)) => bool::from(token_hash(csrf).ct_eq(expected)),
+                _ => false,
+            };
+            if !matches {
+                tracing::warn!(session.id = %record.session.id, "CSRF token missing or wrong");
+                return Err(AuthError::CsrfFailed);
+            }
+        }
+        Ok(record)
+    }
+
+    /// A refresh token expires after the refresh TTL unused, and never after its session.
+    fn refresh_expiry(&self, session: &SessionRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+        (now + self.lifetimes.refresh).min(session.expires_at)
+    }
+
+    fn issue(
+        &self,
+        user: &UserRecord,
+        session: &SessionRecord,
+        now: DateTime<Utc>,
+        refresh_token: String,
+        csrf_token: Option<String>,
+    ) -> Result<IssuedSession, AuthError> {
+        let access_token = self
+            .tokens
+            .issue(user.id, session.id, user.role, now)
+            .map_err(|error| AuthError::Internal(error.into()))?;
+        Ok(IssuedSession {
+            session_id: session.id,
+            access_token,
+            expires_in: self.tokens.ttl().num_seconds(),
+            refresh_token,
+            refresh_expires_in: (self.refresh_expiry(session, now) - now).num_seconds(),
+            csrf_token,
         })
     }
 }

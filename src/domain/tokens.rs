@@ -336,3 +336,87 @@ mod tests {
         assert_eq!(token_hash(&a), token_hash(&a));
     }
 }
+
+/// What a refresh hands out, sealed under the refresh token it replaced, so that a retry
+/// with that token within the grace window gets the very same successor, without the
+/// successor ever being stored in plain text: only the holder of the previous token (which
+/// the server does not keep either, only its hash) can open it.
+///
+/// Sealing is ChaCha20-Poly1305 with a key derived from the previous token (SHA-256 with a
+/// domain label, so unrelated to the stored hash) and a random nonce stored in front.
+pub mod successor {
+    use chacha20poly1305::aead::Aead as _;
+    use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _, Nonce};
+    use sha2::{Digest as _, Sha256};
+
+    const KEY_LABEL: &[u8] = b"servauth/refresh-successor/v1\0";
+    const NONCE_LEN: usize = 12;
+    const TOKEN_LEN: usize = 43;
+
+    fn cipher(previous_token: &str) -> Option<ChaCha20Poly1305> {
+        let key = Sha256::new()
+            .chain_update(KEY_LABEL)
+            .chain_update(previous_token)
+            .finalize();
+        ChaCha20Poly1305::new_from_slice(&key).ok()
+    }
+
+    /// Seals the successor refresh token and, for browsers, its CSRF token.
+    pub fn seal(
+        previous_token: &str,
+        refresh_token: &str,
+        csrf_token: Option<&str>,
+    ) -> Option<Vec<u8>> {
+        let mut nonce = [0_u8; NONCE_LEN];
+        rand::fill(&mut nonce);
+        let plaintext = format!("{refresh_token}{}", csrf_token.unwrap_or_default());
+        let sealed = cipher(previous_token)?
+            .encrypt(&Nonce::from(nonce), plaintext.as_bytes())
+            .ok()?;
+        Some([nonce.as_slice(), &sealed].concat())
+    }
+
+    /// Opens what [`seal`] sealed under the same previous token.
+    pub fn open(previous_token: &str, sealed: &[u8]) -> Option<(String, Option<String>)> {
+        let (nonce, ciphertext) = sealed.split_at_checked(NONCE_LEN)?;
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+        let plain = cipher(previous_token)?
+            .decrypt(&Nonce::from(nonce), ciphertext)
+            .ok()?;
+        let plain = String::from_utf8(plain).ok()?;
+        match plain.len() {
+            TOKEN_LEN => Some((plain, None)),
+            len if len == 2 * TOKEN_LEN => {
+                let (refresh, csrf) = plain.split_at(TOKEN_LEN);
+                Some((refresh.to_owned(), Some(csrf.to_owned())))
+            }
+            _ => None,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::domain::opaque_token;
+
+        #[test]
+        fn only_the_previous_token_opens_the_successor() {
+            let (previous, refresh, csrf) = (opaque_token(), opaque_token(), opaque_token());
+            let sealed = seal(&previous, &refresh, Some(&csrf)).unwrap();
+            assert!(
+                !sealed
+                    .windows(refresh.len())
+                    .any(|w| w == refresh.as_bytes()),
+                "not plain"
+            );
+            assert_eq!(
+                open(&previous, &sealed),
+                Some((refresh.clone(), Some(csrf)))
+            );
+            assert_eq!(open(&opaque_token(), &sealed), None);
+            let native = seal(&previous, &refresh, None).unwrap();
+            assert_eq!(open(&previous, &native), Some((refresh, None)));
+            assert_eq!(open(&previous, &sealed[..10]), None);
+        }
+    }
+}

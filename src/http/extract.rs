@@ -7,9 +7,12 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use axum_extra::extract::cookie::CookieJar;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
+use super::routes::auth::REFRESH_COOKIE;
+use crate::app::AppState;
 use crate::domain::{AuthError, ClientMeta, FieldError};
 
 /// The largest body accepted (the contract's 64 KiB); enforced by `DefaultBodyLimit`.
@@ -133,5 +136,73 @@ mod tests {
         assert!(!is_json_media_type("text/plain"));
         assert!(!is_json_media_type("application/x-www-form-urlencoded"));
         assert!(!is_json_media_type("text/json+xml"));
+    }
+}
+
+/// The refresh cookie of a request, with what the CSRF defence needs: the `X-CSRF-Token`
+/// header and whether the request's origin may use the cookie. It never rejects: whether the
+/// cookie is needed, and the checks, come after the body is read (a malformed body is 400
+/// before any credential is looked at).
+#[derive(Debug, Clone, Default)]
+pub struct RefreshCookie {
+    pub token: Option<String>,
+    pub csrf: Option<String>,
+    /// `Origin`, when sent, is the server's own or a CORS origin; without `Origin`, the
+    /// browser did not flag the request `Sec-Fetch-Site: cross-site`.
+    pub origin_allowed: bool,
+}
+
+impl FromRequestParts<AppState> for RefreshCookie {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let headers = &parts.headers;
+        let jar = CookieJar::from_headers(headers);
+        let token = jar
+            .get(REFRESH_COOKIE)
+            .map(|cookie| cookie.value().to_owned())
+            .filter(|value| !value.is_empty());
+        let csrf = headers
+            .get("x-csrf-token")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let origin = headers
+            .get(header::ORIGIN)
+            .map(|value| value.to_str().unwrap_or_default());
+        let origin_allowed = match origin {
+            Some(origin) => {
+                let config = &state.config;
+                origin == config.public_origin
+                    || config.cors_origins.iter().any(|allowed| allowed == origin)
+            }
+            None => headers
+                .get("sec-fetch-site")
+                .is_none_or(|site| !site.as_bytes().eq_ignore_ascii_case(b"cross-site")),
+        };
+        Ok(Self {
+            token,
+            csrf,
+            origin_allowed,
+        })
+    }
+}
+
+/// The value of `X-Service-Auth`, checked by the handler after the body is read.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceCredential(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ServiceCredential {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get("x-service-auth")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self(value))
     }
 }

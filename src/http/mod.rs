@@ -8,9 +8,11 @@ mod routes;
 mod security_headers;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::routing::{get, post};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::{delete, get, post};
 use axum::{Router, middleware};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -18,14 +20,18 @@ pub use extract::{ApiJson, BODY_LIMIT, Bearer};
 pub use problem::ApiError;
 
 use crate::app::AppState;
+use crate::config::Config;
 
 /// The whole HTTP surface. Layers run outside-in in the reverse of the order listed: a
 /// request gets its id first, is then traced, gets its security headers on the way out,
-/// and a panic anywhere inside becomes a 500 problem rather than a dropped connection.
+/// CORS answers preflights, and a panic anywhere inside becomes a 500 problem rather than a
+/// dropped connection.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/auth/register", post(routes::auth::register))
         .route("/auth/login", post(routes::auth::login))
+        .route("/auth/refresh", post(routes::auth::refresh))
+        .route("/auth/logout", post(routes::auth::logout))
         .route(
             "/auth/me",
             get(routes::me::show)
@@ -33,10 +39,21 @@ pub fn router(state: AppState) -> Router {
                 .patch(routes::me::update)
                 .delete(routes::me::delete),
         )
+        .route(
+            "/auth/sessions",
+            get(routes::sessions::list).delete(routes::sessions::revoke_all),
+        )
+        .route("/auth/sessions/{id}", delete(routes::sessions::revoke))
         .route("/.well-known/jwks.json", get(routes::health::jwks))
         .route("/health", get(routes::health::health))
         .route("/live", get(routes::health::live))
-        .route("/ready", get(routes::health::ready))
+        .route("/ready", get(routes::health::ready));
+    if state.config.internal_secret.is_some() {
+        router = router
+            .route("/api/internal/validate", post(routes::internal::validate))
+            .route("/api/internal/users/{id}", get(routes::internal::user));
+    }
+    router
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -45,6 +62,7 @@ pub fn router(state: AppState) -> Router {
                 "handler panicked"
             )))
         }))
+        .layer(cors(&state.config))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security_headers::middleware,
@@ -57,6 +75,43 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
+}
+
+/// CORS for the browser origins of `SERVAUTH_CORS_ORIGINS`: exactly those get
+/// `Access-Control-Allow-Origin` (with credentials, and `Vary: Origin`); preflights allow the
+/// methods and headers the contract uses. With no origins configured no response carries
+/// CORS headers, and browsers keep other origins out.
+fn cors(config: &Config) -> CorsLayer {
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|origin| origin.parse().ok())
+        .collect();
+    let listed = origins.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(AllowCredentials::predicate(move |origin, _| {
+            listed.contains(origin)
+        }))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-csrf-token"),
+            HeaderName::from_static(request_id::HEADER),
+        ])
+        .expose_headers([
+            HeaderName::from_static(request_id::HEADER),
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The span of one request: method, path without its query (queries may carry tokens) and

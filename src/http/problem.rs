@@ -104,6 +104,18 @@ impl ApiError {
                     "The token is invalid or has been revoked.",
                     Challenge::InvalidToken,
                 ),
+                A::RefreshTokenReused => (
+                    StatusCode::UNAUTHORIZED,
+                    "refresh_token_reused",
+                    "This refresh token was already used; the session has been ended.",
+                    Challenge::InvalidToken,
+                ),
+                A::CsrfFailed => (
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "The CSRF token is missing or wrong, or the request came from another origin.",
+                    Challenge::None,
+                ),
                 A::TokenExpired => (
                     StatusCode::UNAUTHORIZED,
                     "token_expired",

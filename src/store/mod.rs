@@ -179,7 +179,8 @@ pub struct Rotation {
     /// the refresh token); `None` for native clients.
     pub csrf_hash: Option<Vec<u8>>,
     pub now: DateTime<Utc>,
-    /// How long after its rotation a token may still be presented and get the same answer.
+    /// How long after its rotation a token may still be presented and get the same answer
+    /// (inclusive); zero: never.
     pub grace: chrono::Duration,
 }
 

@@ -16,8 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
 use super::{
-    NewSession, NewUser, ProfileChange, Role, Rotation, RotationOutcome, SessionRecord,
-    SigningKeyRecord, Store, StoreError, StoreResult, UserCredentials, UserRecord,
+    NewSession, NewUser, ProfileChange, RefreshTokenRecord, Role, Rotation, RotationOutcome,
+    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserCredentials, UserRecord,
 };
 
 /// The embedded migrations. sqlx's migrator takes a session-level advisory lock (keyed on the
@@ -44,7 +44,18 @@ macro_rules! user_columns {
 /// The columns of [`SessionRecord`], in `sessions`.
 macro_rules! session_columns {
     () => {
-        "id, user_id, csrf_hash, user_agent, ip, created_at, last_used_at, expires_at, revoked_at"
+        "id, user_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at"
+    };
+}
+
+/// The columns of [`RefreshTokenRecord`], from `refresh_tokens t JOIN sessions s`: the
+/// session's under their own names, the token's prefixed with `token_` (both tables have
+/// `created_at` and `expires_at`).
+macro_rules! refresh_token_columns {
+    () => {
+        "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
+         s.revoked_at, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
+         t.expires_at AS token_expires_at, t.rotated_at AS token_rotated_at"
     };
 }
 
@@ -122,13 +133,25 @@ fn session_from_row(row: &PgRow) -> Result<SessionRecord, sqlx::Error> {
     Ok(SessionRecord {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
-        csrf_hash: row.try_get("csrf_hash")?,
         user_agent: row.try_get("user_agent")?,
         ip: row.try_get("ip")?,
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// A [`RefreshTokenRecord`] from a row with the session's columns under their own names and
+/// the token's as `token_csrf_hash`, `token_created_at`, `token_expires_at`, `token_rotated_at`
+/// (see `refresh_token_columns!`).
+fn refresh_token_from_row(row: &PgRow) -> Result<RefreshTokenRecord, sqlx::Error> {
+    Ok(RefreshTokenRecord {
+        session: session_from_row(row)?,
+        csrf_hash: row.try_get("token_csrf_hash")?,
+        created_at: row.try_get("token_created_at")?,
+        expires_at: row.try_get("token_expires_at")?,
+        rotated_at: row.try_get("token_rotated_at")?,
     })
 }
 
@@ -291,14 +314,13 @@ impl Store for PostgresStore {
     async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(concat!(
-            "INSERT INTO sessions (id, user_id, csrf_hash, user_agent, ip, created_at, \
-             last_used_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, NULL) RETURNING ",
+            "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
+             expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6, NULL) RETURNING ",
             session_columns!()
         ))
         .bind(session.id)
         .bind(session.user_id)
-        .bind(&session.csrf_hash)
         .bind(&session.user_agent)
         .bind(&session.ip)
         .bind(session.now)
@@ -307,13 +329,14 @@ impl Store for PostgresStore {
         .await?;
         let record = session_from_row(&row)?;
         sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
+             csrf_hash) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&session.refresh_hash)
         .bind(session.id)
         .bind(session.now)
         .bind(session.refresh_expires_at)
+        .bind(&session.csrf_hash)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -340,23 +363,20 @@ impl Store for PostgresStore {
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
-    async fn find_session_by_refresh(
+    async fn find_refresh_token(
         &self,
         refresh_hash: &[u8],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<SessionRecord>> {
-        let row = sqlx::query(
-            "SELECT s.id, s.user_id, s.csrf_hash, s.user_agent, s.ip, s.created_at, \
-             s.last_used_at, s.expires_at, s.revoked_at \
-             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
-             WHERE t.token_hash = $1 AND t.rotated_at IS NULL AND t.expires_at > $2 \
-             AND s.revoked_at IS NULL AND s.expires_at > $2",
-        )
+    ) -> StoreResult<Option<RefreshTokenRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            refresh_token_columns!(),
+            " FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.token_hash = $1"
+        ))
         .bind(refresh_hash)
-        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(session_from_row).transpose()?)
+        Ok(row.as_ref().map(refresh_token_from_row).transpose()?)
     }
 
     /// The token's session row is locked first (`FOR UPDATE`), which serialises every
@@ -395,22 +415,21 @@ impl Store for PostgresStore {
 
         if let Some(session_id) = rotated {
             sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4)",
+                "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
+                 csrf_hash) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&rotation.successor_hash)
             .bind(session_id)
             .bind(now)
             .bind(rotation.successor_expires_at)
+            .bind(&rotation.csrf_hash)
             .execute(&mut *tx)
             .await?;
             let row = sqlx::query(concat!(
-                "UPDATE sessions SET last_used_at = $1, csrf_hash = COALESCE($2, csrf_hash) \
-                 WHERE id = $3 RETURNING ",
+                "UPDATE sessions SET last_used_at = $1 WHERE id = $2 RETURNING ",
                 session_columns!()
             ))
             .bind(now)
-            .bind(&rotation.csrf_hash)
             .bind(session_id)
             .fetch_one(&mut *tx)
             .await?;
@@ -423,8 +442,8 @@ impl Store for PostgresStore {
         // it sees a rotation another transaction committed while we waited for the lock.
         let row = sqlx::query(
             "SELECT t.rotated_at AS token_rotated_at, t.successor AS token_successor, \
-             s.id, s.user_id, s.csrf_hash, s.user_agent, s.ip, s.created_at, s.last_used_at, \
-             s.expires_at, s.revoked_at \
+             s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
+             s.revoked_at \
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
              WHERE t.token_hash = $1",
         )
@@ -444,7 +463,8 @@ impl Store for PostgresStore {
         let Some(rotated_at) = rotated_at else {
             return Ok(RotationOutcome::Invalid);
         };
-        if now - rotated_at <= rotation.grace {
+        // A zero grace turns replays off altogether, even for a retry in the same microsecond.
+        if rotation.grace > chrono::Duration::zero() && now - rotated_at <= rotation.grace {
             // A rotated row always has its successor; a missing one is treated as unknown.
             return Ok(match successor {
                 Some(sealed_successor) => RotationOutcome::Replayed {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
 use servauth::store::{
-    self, NewSession, NewUser, ProfileChange, Role, Rotation, RotationOutcome, SessionRecord,
-    SigningKeyRecord, Store, StoreError, UserRecord,
+    self, NewSession, NewUser, ProfileChange, RefreshTokenRecord, Role, Rotation, RotationOutcome,
+    SessionRecord, SigningKeyRecord, Store, StoreError, UserRecord,
 };
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -28,8 +28,9 @@ both_backends! {
     set_password_hash_replaces_the_hash,
     delete_user_cascades_to_sessions_and_tokens,
     find_live_session_user_ignores_revoked_and_expired_sessions,
-    find_session_by_refresh_needs_the_current_token,
+    find_refresh_token_returns_the_token_and_its_session_in_any_state,
     rotation_rotates_a_live_token_once,
+    rotation_pairs_the_successor_with_its_csrf_hash,
     rotation_within_grace_replays_the_same_successor,
     rotation_after_grace_revokes_the_whole_session,
     rotation_of_unknown_or_expired_token_is_invalid,
@@ -77,12 +78,17 @@ fn new_user(email: &str, username: Option<&str>, at: DateTime<Utc>) -> NewUser {
     }
 }
 
+/// The CSRF hash [`new_session`] pairs with the first refresh token.
+fn first_csrf() -> Vec<u8> {
+    vec![0xC5; 32]
+}
+
 /// A browser session created at `at`: 30 days absolute, first refresh token idle for 1 day.
 fn new_session(user_id: Uuid, refresh: &[u8], at: DateTime<Utc>) -> NewSession {
     NewSession {
         id: Uuid::now_v7(),
         user_id,
-        csrf_hash: Some(vec![0xC5; 32]),
+        csrf_hash: Some(first_csrf()),
         user_agent: Some("servauth-tests/1.0".to_owned()),
         ip: Some("192.0.2.7".to_owned()),
         now: at,
@@ -97,13 +103,24 @@ fn expected_session(session: &NewSession) -> SessionRecord {
     SessionRecord {
         id: session.id,
         user_id: session.user_id,
-        csrf_hash: session.csrf_hash.clone(),
         user_agent: session.user_agent.clone(),
         ip: session.ip.clone(),
         created_at: session.now,
         last_used_at: session.now,
         expires_at: session.expires_at,
         revoked_at: None,
+    }
+}
+
+/// The record `find_refresh_token` must return for the first refresh token of `session`
+/// (created as `created`), before anything happened to it.
+fn expected_first_token(session: &NewSession, created: &SessionRecord) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        session: created.clone(),
+        csrf_hash: session.csrf_hash.clone(),
+        created_at: session.now,
+        expires_at: session.refresh_expires_at,
+        rotated_at: None,
     }
 }
 
@@ -169,6 +186,13 @@ async fn warm_up(store: &dyn Store, connections: usize) {
 
 async fn rotate(store: &dyn Store, rotation: Rotation) -> RotationOutcome {
     store.rotate_refresh_token(rotation).await.expect("rotate")
+}
+
+async fn find_token(store: &dyn Store, hash: &[u8]) -> Option<RefreshTokenRecord> {
+    store
+        .find_refresh_token(hash)
+        .await
+        .expect("find refresh token")
 }
 
 // ---- basics ------------------------------------------------------------------------------
@@ -553,11 +577,12 @@ async fn delete_user_cascades_to_sessions_and_tokens(backend: Backend) {
         db.query_i64("SELECT COUNT(*) FROM one_time_tokens").await,
         0
     );
+    assert_eq!(find_token(&*store, &token(1)).await, None);
+    assert_eq!(find_token(&*store, &token(3)).await, None);
     assert_eq!(
-        store
-            .find_session_by_refresh(&token(9), t1)
+        find_token(&*store, &token(9))
             .await
-            .expect("find"),
+            .map(|found| found.session),
         Some(bobs)
     );
     assert!(!store.delete_user(alice.id).await.expect("delete again"));
@@ -618,51 +643,119 @@ async fn find_live_session_user_ignores_revoked_and_expired_sessions(backend: Ba
     finish(db, store).await;
 }
 
-async fn find_session_by_refresh_needs_the_current_token(backend: Backend) {
+async fn find_refresh_token_returns_the_token_and_its_session_in_any_state(backend: Backend) {
     let Some((db, store)) = open(backend).await else {
         return;
     };
     let t0 = now();
     let alice = create_user(&*store, "alice@example.com", t0).await;
+
+    // Current: the first token, with the session's CSRF hash.
     let session = new_session(alice.id, &token(1), t0);
     let created = create_session(&*store, &session).await;
-    let find = |hash: Vec<u8>, at: DateTime<Utc>| {
-        let store = Arc::clone(&store);
-        async move {
-            store
-                .find_session_by_refresh(&hash, at)
-                .await
-                .expect("find")
-        }
-    };
+    let first = expected_first_token(&session, &created);
+    assert_eq!(find_token(&*store, &token(1)).await, Some(first.clone()));
 
-    assert_eq!(find(token(1), t0).await, Some(created.clone()));
-    let idle_end = session.refresh_expires_at;
-    let just_before = idle_end - TimeDelta::microseconds(1);
-    assert_eq!(find(token(1), just_before).await, Some(created.clone()));
-    assert_eq!(find(token(1), idle_end).await, None, "the token expired");
-
+    // Rotated: the token is still found, now with its `rotated_at`, and its session as it is
+    // after the rotation; the successor is found too, with its own CSRF hash.
     let t1 = t0 + TimeDelta::minutes(1);
-    let RotationOutcome::Rotated { session: rotated } =
-        rotate(&*store, rotation(&token(1), &token(2), t1)).await
+    let second_csrf = vec![0xD6; 32];
+    let RotationOutcome::Rotated { session: rotated } = rotate(
+        &*store,
+        Rotation {
+            csrf_hash: Some(second_csrf.clone()),
+            ..rotation(&token(1), &token(2), t1)
+        },
+    )
+    .await
     else {
         panic!("the live token rotates");
     };
-    assert_eq!(
-        find(token(1), t1).await,
-        None,
-        "a rotated token is not current"
-    );
-    assert_eq!(find(token(2), t1).await, Some(rotated));
+    let first = RefreshTokenRecord {
+        session: rotated.clone(),
+        rotated_at: Some(t1),
+        ..first
+    };
+    let second = RefreshTokenRecord {
+        session: rotated.clone(),
+        csrf_hash: Some(second_csrf),
+        created_at: t1,
+        expires_at: t1 + TimeDelta::days(1),
+        rotated_at: None,
+    };
+    assert_eq!(find_token(&*store, &token(1)).await, Some(first.clone()));
+    assert_eq!(find_token(&*store, &token(2)).await, Some(second.clone()));
 
+    // Expired (idle): the store does not judge; the caller reads `expires_at`.
+    let idle = new_session(alice.id, &token(3), t0);
+    let idle_created = create_session(&*store, &idle).await;
+    assert_eq!(
+        rotate(
+            &*store,
+            rotation(&token(3), &token(13), idle.refresh_expires_at)
+        )
+        .await,
+        RotationOutcome::Invalid,
+        "the token expired"
+    );
+    assert_eq!(
+        find_token(&*store, &token(3)).await,
+        Some(expected_first_token(&idle, &idle_created)),
+        "an expired token is still found"
+    );
+
+    // Expired (session): likewise.
+    let short = NewSession {
+        expires_at: t0 + TimeDelta::hours(1),
+        ..new_session(alice.id, &token(4), t0)
+    };
+    let short_created = create_session(&*store, &short).await;
+    assert_eq!(
+        rotate(&*store, rotation(&token(4), &token(14), short.expires_at)).await,
+        RotationOutcome::Invalid,
+        "the session expired"
+    );
+    assert_eq!(
+        find_token(&*store, &token(4)).await,
+        Some(expected_first_token(&short, &short_created)),
+        "a token of an expired session is still found"
+    );
+
+    // Revoked session: every token of it is found, with the session's `revoked_at`.
+    let t2 = t1 + TimeDelta::minutes(1);
     assert!(
         store
-            .revoke_session(alice.id, created.id, t1)
+            .revoke_session(alice.id, created.id, t2)
             .await
             .expect("revoke")
     );
-    assert_eq!(find(token(2), t1).await, None, "the session is revoked");
-    assert_eq!(find(token(77), t1).await, None, "unknown token");
+    let revoked = SessionRecord {
+        revoked_at: Some(t2),
+        ..rotated
+    };
+    assert_eq!(
+        find_token(&*store, &token(1)).await,
+        Some(RefreshTokenRecord {
+            session: revoked.clone(),
+            ..first
+        })
+    );
+    assert_eq!(
+        find_token(&*store, &token(2)).await,
+        Some(RefreshTokenRecord {
+            session: revoked,
+            ..second
+        })
+    );
+
+    // Unknown: never issued, or offered by a rotation that did not happen.
+    assert_eq!(find_token(&*store, &token(77)).await, None, "unknown token");
+    assert_eq!(
+        find_token(&*store, &token(13)).await,
+        None,
+        "the successor of a failed rotation was not installed"
+    );
+    assert_eq!(db.query_i64("SELECT COUNT(*) FROM refresh_tokens").await, 4);
     finish(db, store).await;
 }
 
@@ -683,7 +776,6 @@ async fn rotation_rotates_a_live_token_once(backend: Backend) {
     };
     let after_first = SessionRecord {
         last_used_at: t1,
-        csrf_hash: Some(vec![0xD6; 32]),
         ..created.clone()
     };
     assert_eq!(
@@ -693,7 +785,7 @@ async fn rotation_rotates_a_live_token_once(backend: Backend) {
         }
     );
 
-    // The successor is live and rotates in turn; without a new CSRF hash the old one stays.
+    // The successor is live and rotates in turn.
     let t2 = t1 + TimeDelta::hours(1);
     let after_second = SessionRecord {
         last_used_at: t2,
@@ -705,26 +797,114 @@ async fn rotation_rotates_a_live_token_once(backend: Backend) {
             session: after_second.clone()
         }
     );
-    // The successor got `successor_expires_at`.
-    let idle_end = t2 + TimeDelta::days(1);
-    let just_before = idle_end - TimeDelta::microseconds(1);
-    let found = store
-        .find_session_by_refresh(&token(3), just_before)
-        .await
-        .expect("find");
-    assert_eq!(found, Some(after_second));
+    // The successor got `successor_expires_at` and the rotation's (here absent) CSRF hash.
     assert_eq!(
-        store
-            .find_session_by_refresh(&token(3), idle_end)
-            .await
-            .expect("find"),
-        None
+        find_token(&*store, &token(3)).await,
+        Some(RefreshTokenRecord {
+            session: after_second.clone(),
+            csrf_hash: None,
+            created_at: t2,
+            expires_at: t2 + TimeDelta::days(1),
+            rotated_at: None,
+        })
     );
+    // The rotated ones are marked as such.
+    for (hash, rotated_at) in [(token(1), t1), (token(2), t2)] {
+        let found = find_token(&*store, &hash).await.expect("found");
+        assert_eq!(found.rotated_at, Some(rotated_at));
+        assert_eq!(found.session, after_second);
+    }
     assert_eq!(db.query_i64("SELECT COUNT(*) FROM refresh_tokens").await, 3);
     assert_eq!(
         db.query_i64("SELECT COUNT(*) FROM refresh_tokens WHERE rotated_at IS NULL")
             .await,
         1
+    );
+    finish(db, store).await;
+}
+
+async fn rotation_pairs_the_successor_with_its_csrf_hash(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let csrf_of = |hash: Vec<u8>| {
+        let store = Arc::clone(&store);
+        async move { find_token(&*store, &hash).await.expect("found").csrf_hash }
+    };
+
+    // Browser: the first token carries NewSession's hash, each successor its Rotation's.
+    create_session(&*store, &new_session(alice.id, &token(1), t0)).await;
+    assert_eq!(csrf_of(token(1)).await, Some(first_csrf()));
+    let t1 = t0 + TimeDelta::minutes(1);
+    let second_csrf = vec![0xD6; 32];
+    assert!(matches!(
+        rotate(
+            &*store,
+            Rotation {
+                csrf_hash: Some(second_csrf.clone()),
+                ..rotation(&token(1), &token(2), t1)
+            }
+        )
+        .await,
+        RotationOutcome::Rotated { .. }
+    ));
+    assert_eq!(
+        csrf_of(token(1)).await,
+        Some(first_csrf()),
+        "the presented token keeps the hash it was issued with"
+    );
+    assert_eq!(csrf_of(token(2)).await, Some(second_csrf.clone()));
+
+    let t2 = t1 + TimeDelta::minutes(1);
+    let third_csrf = vec![0xE7; 32];
+    assert!(matches!(
+        rotate(
+            &*store,
+            Rotation {
+                csrf_hash: Some(third_csrf.clone()),
+                ..rotation(&token(2), &token(3), t2)
+            }
+        )
+        .await,
+        RotationOutcome::Rotated { .. }
+    ));
+    // A retry within the grace window, offering yet another pair, changes no hash.
+    assert!(matches!(
+        rotate(
+            &*store,
+            Rotation {
+                csrf_hash: Some(vec![0xF8; 32]),
+                ..rotation(&token(2), &token(4), t2 + grace())
+            }
+        )
+        .await,
+        RotationOutcome::Replayed { .. }
+    ));
+    assert_eq!(csrf_of(token(1)).await, Some(first_csrf()));
+    assert_eq!(csrf_of(token(2)).await, Some(second_csrf));
+    assert_eq!(csrf_of(token(3)).await, Some(third_csrf));
+    assert_eq!(find_token(&*store, &token(4)).await, None);
+
+    // Native: no hash on the first token, none on its successor.
+    let native = NewSession {
+        csrf_hash: None,
+        ..new_session(alice.id, &token(11), t0)
+    };
+    create_session(&*store, &native).await;
+    assert_eq!(csrf_of(token(11)).await, None);
+    assert!(matches!(
+        rotate(&*store, rotation(&token(11), &token(12), t1)).await,
+        RotationOutcome::Rotated { .. }
+    ));
+    assert_eq!(csrf_of(token(11)).await, None);
+    assert_eq!(csrf_of(token(12)).await, None);
+
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM refresh_tokens WHERE csrf_hash IS NULL")
+            .await,
+        2
     );
     finish(db, store).await;
 }
@@ -754,18 +934,17 @@ async fn rotation_within_grace_replays_the_same_successor(backend: Backend) {
     );
 
     // Nothing changed: no new token, the first successor is still the current one.
-    let found = store
-        .find_session_by_refresh(&token(2), retry_at)
-        .await
-        .expect("find");
-    assert_eq!(found, Some(rotated));
+    let found = find_token(&*store, &token(2)).await.expect("found");
+    assert_eq!(found.session, rotated);
+    assert_eq!(found.rotated_at, None);
     assert_eq!(
-        store
-            .find_session_by_refresh(&token(3), retry_at)
+        find_token(&*store, &token(1))
             .await
-            .expect("find"),
-        None
+            .expect("found")
+            .rotated_at,
+        Some(t1)
     );
+    assert_eq!(find_token(&*store, &token(3)).await, None);
     assert_eq!(db.query_i64("SELECT COUNT(*) FROM refresh_tokens").await, 2);
     finish(db, store).await;
 }
@@ -806,13 +985,9 @@ async fn rotation_after_grace_revokes_the_whole_session(backend: Backend) {
             .await,
         1
     );
-    assert_eq!(
-        store
-            .find_session_by_refresh(&token(2), late)
-            .await
-            .expect("find"),
-        None
-    );
+    let newest = find_token(&*store, &token(2)).await.expect("found");
+    assert_eq!(newest.session.revoked_at, Some(late));
+    assert_eq!(newest.rotated_at, None);
     assert_eq!(
         rotate(&*store, rotation(&token(2), &token(4), late)).await,
         RotationOutcome::Invalid,
@@ -951,11 +1126,18 @@ async fn twenty_concurrent_rotations_yield_exactly_one_rotated(backend: Backend)
         }
     }
     assert_eq!(db.query_i64("SELECT COUNT(*) FROM refresh_tokens").await, 2);
-    let found = store
-        .find_session_by_refresh(&winning_successor, t1)
+    let found = find_token(&*store, &winning_successor)
         .await
-        .expect("find");
-    assert_eq!(found.as_ref(), Some(rotated));
+        .expect("the winner's successor is installed");
+    assert_eq!(&found.session, rotated);
+    assert_eq!(found.rotated_at, None);
+    assert_eq!(
+        find_token(&*store, &token(1))
+            .await
+            .expect("found")
+            .rotated_at,
+        Some(t1)
+    );
     finish(db, store).await;
 }
 

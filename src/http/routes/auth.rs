@@ -1,4 +1,4 @@
-//! `POST /auth/register`, `POST /auth/login`.
+//! `POST /auth/register`, `/auth/login`, `/auth/refresh`, `/auth/logout`.
 
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::me::UserView;
 use crate::app::Services;
 use crate::config::{Config, SameSitePolicy};
-use crate::domain::{ClientKind, ClientMeta, IssuedSession, Registration};
-use crate::http::{ApiError, ApiJson};
+use crate::domain::{
+    AuthError, ClientKind, ClientMeta, IssuedSession, PresentedRefresh, Registration,
+};
+use crate::http::extract::RefreshCookie;
+use crate::http::{ApiError, ApiJson, Bearer};
 use crate::store::UserRecord;
 
 /// Name of the HttpOnly cookie holding the refresh token.
@@ -34,10 +37,17 @@ pub struct LoginRequest {
     client: Option<ClientKind>,
 }
 
-/// The body of a register or login answer.
+/// A native client's refresh token (browsers send none: theirs is in the cookie).
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    refresh_token: Option<SecretString>,
+}
+
+/// The body of a register, login or refresh answer.
 #[derive(Debug, Serialize)]
 pub struct SessionBody {
-    user: UserView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<UserView>,
     access_token: String,
     token_type: &'static str,
     expires_in: i64,
@@ -60,13 +70,8 @@ pub async fn register(
     };
     let user = services.accounts.register(registration).await?;
     let issued = services.sessions.open(&user, kind, meta).await?;
-    Ok(session_response(
-        &services.config,
-        StatusCode::CREATED,
-        user,
-        kind,
-        issued,
-    ))
+    let response = session_response(&services.config, kind, Some(user), issued);
+    Ok((StatusCode::CREATED, response).into_response())
 }
 
 pub async fn login(
@@ -77,30 +82,88 @@ pub async fn login(
     let kind = body.client.unwrap_or_default();
     let user = services.accounts.login(body.email, body.password).await?;
     let issued = services.sessions.open(&user, kind, meta).await?;
-    Ok(session_response(
-        &services.config,
-        StatusCode::OK,
-        user,
-        kind,
-        issued,
-    ))
+    Ok(session_response(&services.config, kind, Some(user), issued))
 }
 
-/// The answer that hands a client a new session: browsers get the refresh token only in
-/// an HttpOnly cookie and the CSRF token in the body and a readable cookie; native clients
-/// get the refresh token in the body and no cookies.
+pub async fn refresh(
+    services: Services,
+    cookie: RefreshCookie,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let presented = presented_refresh(body.refresh_token.as_ref(), &cookie)?;
+    let kind = match presented {
+        PresentedRefresh::Native(_) => ClientKind::Native,
+        PresentedRefresh::Browser { .. } => ClientKind::Browser,
+    };
+    let issued = services.sessions.refresh(presented).await?;
+    Ok(session_response(&services.config, kind, None, issued))
+}
+
+/// Ends the current session, named by the bearer token, else by the refresh token (native
+/// body, or cookie with its CSRF token). The cookies are cleared.
+pub async fn logout(
+    services: Services,
+    bearer: Bearer,
+    cookie: RefreshCookie,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    if bearer.token().is_some() {
+        let caller = services.sessions.authenticate(bearer.token()).await?;
+        services.sessions.logout(&caller).await?;
+    } else {
+        let presented = presented_refresh(body.refresh_token.as_ref(), &cookie)?;
+        services.sessions.logout_with_refresh(presented).await?;
+    }
+    let mut headers = HeaderMap::new();
+    for (name, path, http_only) in [(REFRESH_COOKIE, "/auth", true), (CSRF_COOKIE, "/", false)] {
+        let removal = cookie_for(&services.config, name, String::new(), path, http_only, 0);
+        append_cookie(&mut headers, &removal);
+    }
+    Ok((StatusCode::NO_CONTENT, headers).into_response())
+}
+
+/// The refresh token a request presents: the body's (native) first, else the cookie's,
+/// which counts only from an allowed origin.
+fn presented_refresh<'a>(
+    body_token: Option<&'a SecretString>,
+    cookie: &'a RefreshCookie,
+) -> Result<PresentedRefresh<'a>, AuthError> {
+    use secrecy::ExposeSecret as _;
+    if let Some(token) = body_token
+        .map(|token| token.expose_secret())
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(PresentedRefresh::Native(token));
+    }
+    let token = cookie
+        .token
+        .as_deref()
+        .ok_or(AuthError::MissingCredentials)?;
+    if !cookie.origin_allowed {
+        tracing::warn!("refresh cookie sent from an origin that is not allowed");
+        return Err(AuthError::CsrfFailed);
+    }
+    Ok(PresentedRefresh::Browser {
+        token,
+        csrf: cookie.csrf.as_deref(),
+    })
+}
+
+/// The answer that hands a client a session's new credentials: browsers get the refresh
+/// token only in an HttpOnly cookie and the CSRF token in the body and a readable cookie;
+/// native clients get the refresh token in the body and no cookies.
 fn session_response(
     config: &Config,
-    status: StatusCode,
-    user: UserRecord,
     kind: ClientKind,
+    user: Option<UserRecord>,
     issued: IssuedSession,
 ) -> Response {
     let mut headers = HeaderMap::new();
     let (csrf_token, refresh_token) = match kind {
         ClientKind::Browser => {
             let max_age = issued.refresh_expires_in;
-            let refresh = cookie(
+            let csrf = issued.csrf_token.clone().unwrap_or_default();
+            let refresh_cookie = cookie_for(
                 config,
                 REFRESH_COOKIE,
                 issued.refresh_token,
@@ -108,29 +171,33 @@ fn session_response(
                 true,
                 max_age,
             );
-            let csrf_value = issued.csrf_token.clone().unwrap_or_default();
-            let csrf = cookie(config, CSRF_COOKIE, csrf_value, "/", false, max_age);
-            for cookie in [refresh, csrf] {
-                if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-                    headers.append(header::SET_COOKIE, value);
-                }
-            }
+            append_cookie(&mut headers, &refresh_cookie);
+            append_cookie(
+                &mut headers,
+                &cookie_for(config, CSRF_COOKIE, csrf, "/", false, max_age),
+            );
             (issued.csrf_token, None)
         }
         ClientKind::Native => (None, Some(issued.refresh_token)),
     };
     let body = SessionBody {
-        user: UserView::from(user),
+        user: user.map(UserView::from),
         access_token: issued.access_token,
         token_type: "Bearer",
         expires_in: issued.expires_in,
         csrf_token,
         refresh_token,
     };
-    (status, headers, Json(body)).into_response()
+    (headers, Json(body)).into_response()
 }
 
-fn cookie(
+fn append_cookie(headers: &mut HeaderMap, cookie: &Cookie<'_>) {
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+fn cookie_for(
     config: &Config,
     name: &'static str,
     value: String,

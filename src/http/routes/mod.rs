@@ -2,4 +2,6 @@
 
 pub mod auth;
 pub mod health;
+pub mod internal;
 pub mod me;
+pub mod sessions;

@@ -281,3 +281,102 @@ impl Replica {
         read(request.send().await.expect("request sent")).await
     }
 }
+
+/// The credentials of a browser session: the access token, and the refresh and CSRF
+/// cookies' values as the browser would keep them.
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    pub access: String,
+    pub refresh_cookie: String,
+    pub csrf: String,
+}
+
+/// The credentials of a native session.
+#[derive(Debug, Clone)]
+pub struct NativeSession {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Reply {
+    /// The value a `Set-Cookie` of this reply gives the cookie `name`.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().iter().find_map(|cookie| {
+            let (pair, _) = cookie.split_once(';').unwrap_or((cookie, ""));
+            let (key, value) = pair.split_once('=')?;
+            (key == name).then(|| value.to_owned())
+        })
+    }
+
+    pub fn str(&self, field: &str) -> String {
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {:#}", self.body))
+            .to_owned()
+    }
+}
+
+impl TestApp {
+    /// Logs in as a browser; the account must exist with [`PASSWORD`].
+    pub async fn login_browser(&self, email: &str) -> BrowserSession {
+        let reply = self
+            .post("/auth/login", json!({"email": email, "password": PASSWORD}))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:#}", reply.body);
+        BrowserSession {
+            access: reply.str("access_token"),
+            refresh_cookie: reply.cookie("servauth_refresh").expect("refresh cookie"),
+            csrf: reply.str("csrf_token"),
+        }
+    }
+
+    /// Logs in as a native client; the account must exist with [`PASSWORD`].
+    pub async fn login_native(&self, email: &str) -> NativeSession {
+        let reply = self
+            .post(
+                "/auth/login",
+                json!({"email": email, "password": PASSWORD, "client": "native"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:#}", reply.body);
+        NativeSession {
+            access: reply.str("access_token"),
+            refresh: reply.str("refresh_token"),
+        }
+    }
+
+    /// `POST /auth/refresh` as a native client.
+    pub async fn refresh_native(&self, refresh: &str) -> Reply {
+        self.post("/auth/refresh", json!({"refresh_token": refresh}))
+            .await
+    }
+
+    /// `POST` to `path` as a browser would with the refresh cookie: `csrf` as
+    /// `X-CSRF-Token`, plus any extra headers (`Origin`, `Sec-Fetch-Site`, …). No body.
+    pub async fn post_with_cookie(
+        &self,
+        path: &str,
+        refresh_cookie: &str,
+        csrf: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.client.post(self.url(path)).header(
+            "cookie",
+            format!("servauth_refresh={refresh_cookie}; servauth_csrf=whatever"),
+        );
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        read(request.send().await.expect("request sent")).await
+    }
+}
+
+impl Replica {
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        let request = self.client.post(format!("{}{path}", self.base)).json(&body);
+        read(request.send().await.expect("request sent")).await
+    }
+}
