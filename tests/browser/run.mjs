@@ -1,0 +1,162 @@
+// Real-browser test: headless Chromium loads a page from a second origin on loopback and
+// uses servauth the way a browser app does (cookie session, CSRF token, CORS). The same
+// page from an origin that is not allowed must be refused.
+//
+// Usage: node run.mjs [path/to/servauth]   (default: ../../target/debug/servauth)
+import { spawn } from 'node:child_process';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const binary = process.argv[2] ?? join(here, '..', '..', 'target', 'debug', 'servauth');
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const page = readFileSync(join(here, 'page.html'));
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function servePage(port) {
+  const server = createServer((request, response) => {
+    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    response.end(page);
+  });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
+}
+
+async function waitFor(url, seconds = 30) {
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch { /* not up yet */ }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${url} did not answer within ${seconds}s`);
+}
+
+const [apiPort, allowedPort, deniedPort] = [await freePort(), await freePort(), await freePort()];
+const api = `http://localhost:${apiPort}`;
+const allowed = `http://localhost:${allowedPort}`;
+const denied = `http://localhost:${deniedPort}`;
+const dataDir = mkdtempSync(join(tmpdir(), 'servauth-browser-'));
+
+const server = spawn(binary, ['serve'], {
+  env: {
+    PATH: process.env.PATH,
+    DATABASE_URL: `sqlite://${join(dataDir, 'browser.db')}`,
+    SERVAUTH_LISTEN: `127.0.0.1:${apiPort}`,
+    SERVAUTH_PUBLIC_URL: api,
+    SERVAUTH_CORS_ORIGINS: allowed,
+    SERVAUTH_ARGON2_MEMORY_KIB: '1024',
+    SERVAUTH_ARGON2_ITERATIONS: '1',
+    SERVAUTH_LOG: 'warn',
+  },
+  stdio: ['ignore', 'inherit', 'inherit'],
+});
+const pages = [await servePage(allowedPort), await servePage(deniedPort)];
+let browser;
+let passed = 0;
+let failed = 0;
+
+async function check(name, body) {
+  try {
+    await body();
+    passed += 1;
+    console.log(`ok - ${name}`);
+  } catch (error) {
+    failed += 1;
+    console.log(`not ok - ${name}\n${error.stack}`);
+  }
+}
+
+try {
+  await waitFor(`${api}/health`);
+  const email = 'ada@example.com';
+  const password = 'correct horse battery staple';
+  const registered = await fetch(`${api}/auth/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email, password, client: 'native' }),
+  });
+  assert.equal(registered.status, 201);
+
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+
+  await check('an allowed origin logs in, reads /auth/me, refreshes through the cookie, logs out', async () => {
+    const context = await browser.newContext();
+    const tab = await context.newPage();
+    await tab.goto(`${allowed}/?api=${encodeURIComponent(api)}`);
+    const login = await tab.evaluate(([e, p]) => window.client.login(e, p), [email, password]);
+    assert.deepEqual(login, { status: 200, hasRefreshToken: false });
+
+    const cookies = await context.cookies();
+    const refresh = cookies.find((cookie) => cookie.name === 'servauth_refresh');
+    assert.ok(refresh, 'the refresh cookie is stored');
+    assert.equal(refresh.httpOnly, true);
+    assert.equal(refresh.path, '/auth');
+    assert.equal(refresh.sameSite, 'Lax');
+    assert.ok(!(await tab.evaluate(() => window.client.readableCookies())).includes('servauth_refresh'),
+      'scripts cannot read the refresh cookie');
+
+    const me = await tab.evaluate(() => window.client.me());
+    assert.equal(me.status, 200);
+    assert.equal(me.body.email, email);
+
+    const withoutCsrf = await tab.evaluate(() => window.client.refreshWithoutCsrf());
+    assert.equal(withoutCsrf.status, 403);
+    assert.equal(withoutCsrf.body.code, 'csrf_failed');
+
+    const refreshed = await tab.evaluate(() => window.client.refresh());
+    assert.deepEqual(refreshed, { status: 200, rotated: true, code: undefined });
+    const rotatedCookie = (await context.cookies()).find((c) => c.name === 'servauth_refresh');
+    assert.notEqual(rotatedCookie.value, refresh.value, 'the cookie rotated');
+    assert.equal((await tab.evaluate(() => window.client.me())).status, 200);
+
+    const logout = await tab.evaluate(() => window.client.logout());
+    assert.equal(logout.status, 204);
+    assert.equal((await context.cookies()).filter((c) => c.name.startsWith('servauth_')).length, 0,
+      'logout clears the cookies');
+    assert.equal((await tab.evaluate(() => window.client.me())).status, 401);
+    const after = await tab.evaluate(() => window.client.refresh());
+    assert.equal(after.status, 401);
+    await tab.screenshot({ path: join(dataDir, 'allowed.png') });
+    await context.close();
+  });
+
+  await check('an origin not in SERVAUTH_CORS_ORIGINS cannot use the API', async () => {
+    const context = await browser.newContext();
+    const tab = await context.newPage();
+    await tab.goto(`${denied}/?api=${encodeURIComponent(api)}`);
+    const outcome = await tab.evaluate(([e, p]) => window.client.login(e, p).then(
+      (reply) => `answered ${reply.status}`,
+      (error) => `refused: ${error.name}`,
+    ), [email, password]);
+    assert.equal(outcome, 'refused: TypeError', 'CORS keeps the response from the page');
+    await context.close();
+  });
+} finally {
+  await browser?.close();
+  pages.forEach((p) => p.close());
+  server.kill('SIGTERM');
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
