@@ -216,6 +216,63 @@ pub struct SigningKeyRecord {
     pub retired_at: Option<DateTime<Utc>>,
 }
 
+/// What an emailed single-use token is for. Stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    PasswordReset,
+    EmailVerification,
+    EmailChange,
+}
+
+impl TokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PasswordReset => "password_reset",
+            Self::EmailVerification => "email_verification",
+            Self::EmailChange => "email_change",
+        }
+    }
+}
+
+/// An emailed single-use token to insert.
+#[derive(Debug, Clone)]
+pub struct NewOneTimeToken {
+    /// SHA-256 of the token.
+    pub token_hash: Vec<u8>,
+    pub user_id: Uuid,
+    pub purpose: TokenPurpose,
+    /// The address the token is sent to, and (for verification and email change) confirms.
+    pub email: String,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An emailed single-use token as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeTokenRecord {
+    pub user_id: Uuid,
+    pub purpose: TokenPurpose,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// How a [`Store::confirm_email`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailConfirmation {
+    /// A verification token: the user's address is now verified.
+    Verified { user: UserRecord },
+    /// An email-change token: the address is now the new one, verified; `previous_email`
+    /// is the address it replaced.
+    Changed { user: UserRecord, previous_email: String },
+    /// The new address belongs to another account by now; nothing changed and the token
+    /// was not used up.
+    EmailTaken,
+    /// Unknown, used, expired, of another purpose, or no longer matching the account.
+    Invalid,
+}
+
 /// The persistence the services need. Implemented by [`SqliteStore`] and [`PostgresStore`].
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -319,6 +376,55 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         keep: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64>;
+
+    // ---- emailed single-use tokens ----------------------------------------------------
+
+    /// Inserts a token and retires (marks used at `now`) the user's older unused tokens of
+    /// the same purpose, in one transaction: only the newest link of each kind works.
+    async fn issue_one_time_token(&self, token: NewOneTimeToken) -> StoreResult<()>;
+
+    /// The token with this hash and purpose if it is unused and unexpired at `now`.
+    async fn find_one_time_token(
+        &self,
+        token_hash: &[u8],
+        purpose: TokenPurpose,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<OneTimeTokenRecord>>;
+
+    /// Uses up a password-reset token and applies it, atomically (of concurrent calls with
+    /// one token, at most one succeeds): the token must be unused and unexpired; the
+    /// password hash is replaced, every session of the user is revoked and the user's other
+    /// reset tokens are retired. Returns the user, or `None` when the token was not usable.
+    async fn reset_password(
+        &self,
+        token_hash: &[u8],
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<UserRecord>>;
+
+    /// Uses up an email-verification or email-change token and applies it, atomically.
+    /// Verification: the token's address must still be the user's (case-insensitively),
+    /// which becomes verified. Email change: the token's address must still be the user's
+    /// `pending_email`; it becomes the address (`email_key` = `Email::key_of`), verified,
+    /// `pending_email` is cleared, and every unused reset, verification and email-change
+    /// token of the user is retired (they were bound to the old address). A unique
+    /// violation on the new address is `EmailTaken` with nothing changed.
+    async fn confirm_email(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<EmailConfirmation>;
+
+    /// Sets a new password hash after a password change, atomically revoking every other
+    /// live session of the user (all but `keep`) and retiring the user's unused reset
+    /// tokens. `false` when the user is gone.
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
 
     // ---- signing keys ------------------------------------------------------------------
 
