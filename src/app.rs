@@ -15,9 +15,11 @@ use tokio::net::TcpListener;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, MigrateMode, SigningConfig};
 use crate::domain::{
-    AccessTokens, Accounts, Lifetimes, PasswordHashing, PasswordPolicy, ServiceSecret, Sessions,
+    AccessTokens, AccountMail, Accounts, Lifetimes, PasswordHashing, PasswordPolicy, ServiceSecret,
+    Sessions,
 };
 use crate::http::{self, ApiError};
+use crate::mail::{Mailer, Templates};
 use crate::store::{self, Store, StoreError};
 
 /// The services a request needs once start-up is done. Cheap to clone (all `Arc`s).
@@ -216,11 +218,19 @@ async fn initialize(
         reuse_grace: config.refresh_reuse_grace,
     };
     let sessions = Sessions::new(store.clone(), tokens, clock.clone(), lifetimes);
+    let mail = AccountMail {
+        mailer: Mailer::start(config)?,
+        templates: Templates::new(config.app_url.clone()),
+        reset_ttl: config.reset_ttl,
+        verify_ttl: config.verify_ttl,
+    };
     let accounts = Accounts::new(
         store.clone(),
         hashing,
         PasswordPolicy::new(config.password_min_length),
         clock.clone(),
+        mail,
+        config.require_verified_email,
     );
     let service_secret = config.internal_secret.as_ref().map(ServiceSecret::new);
     Ok(Services {

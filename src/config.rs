@@ -80,6 +80,38 @@ pub struct Settings {
     #[arg(long, env = "SERVAUTH_INTERNAL_SECRET", hide_env_values = true)]
     pub internal_secret: Option<SecretString>,
 
+    /// SMTP server for outgoing mail: `smtp://host:port` (add `?tls=required` for
+    /// STARTTLS), `smtps://host:465` for TLS, with `user:password@` when it needs a login.
+    /// Unset: messages, links included, are written to the log (for development).
+    #[arg(long, env = "SERVAUTH_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+
+    /// Sender of outgoing mail.
+    #[arg(
+        long,
+        env = "SERVAUTH_MAIL_FROM",
+        default_value = "servauth <noreply@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Base URL of the links in emails (`/reset-password?token=…`, `/verify-email?token=…`):
+    /// the app that shows those pages. Default: the public URL.
+    #[arg(long, env = "SERVAUTH_APP_URL", value_parser = parse_http_url)]
+    pub app_url: Option<Url>,
+
+    /// Lifetime of a password-reset link.
+    #[arg(long, env = "SERVAUTH_RESET_TTL", default_value = "30m", value_parser = parse_duration)]
+    pub reset_ttl: Duration,
+
+    /// Lifetime of an email-verification (or email-change) link.
+    #[arg(long, env = "SERVAUTH_VERIFY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub verify_ttl: Duration,
+
+    /// Refuse login (`403 email_not_verified`) until the address is verified.
+    #[arg(long, env = "SERVAUTH_REQUIRE_VERIFIED_EMAIL", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub require_verified_email: bool,
+
     /// Minimum password length in characters (8 at the least; NIST asks 15 for single-factor).
     #[arg(long, env = "SERVAUTH_PASSWORD_MIN_LENGTH", default_value_t = 15,
           value_parser = clap::value_parser!(u32).range(8..=128))]
@@ -190,6 +222,14 @@ pub struct Config {
     /// The public URL's own origin, always allowed by the CSRF origin check.
     pub public_origin: String,
     pub internal_secret: Option<SecretString>,
+    /// May hold SMTP credentials: never logged.
+    pub smtp_url: Option<SecretString>,
+    pub mail_from: lettre::message::Mailbox,
+    /// Base of the links in emails, without a trailing slash.
+    pub app_url: String,
+    pub reset_ttl: chrono::Duration,
+    pub verify_ttl: chrono::Duration,
+    pub require_verified_email: bool,
     pub password_min_length: usize,
     pub argon2: Argon2Config,
     pub hash_workers: usize,
@@ -278,6 +318,24 @@ impl Settings {
                 format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
             ));
         }
+        if let Some(url) = &self.smtp_url {
+            let transport =
+                lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url.expose_secret());
+            if transport.is_err() {
+                return Err(ConfigError::new(
+                    "SERVAUTH_SMTP_URL",
+                    "expected smtp://host:port, smtp://host:port?tls=required or smtps://host:port",
+                ));
+            }
+        }
+        let mail_from: lettre::message::Mailbox = self.mail_from.parse().map_err(|_| {
+            ConfigError::new(
+                "SERVAUTH_MAIL_FROM",
+                "expected `Name <address@domain>` or `address@domain`",
+            )
+        })?;
+        let app_url = self.app_url.as_ref().unwrap_or(&self.public_url);
+        let app_url = app_url.as_str().trim_end_matches('/').to_owned();
         if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
             return Err(ConfigError::new(
                 "SERVAUTH_LOG",
@@ -306,6 +364,12 @@ impl Settings {
             )?,
             cors_origins: self.cors_origins,
             internal_secret: self.internal_secret,
+            smtp_url: self.smtp_url,
+            mail_from,
+            app_url,
+            reset_ttl: to_chrono(self.reset_ttl, "SERVAUTH_RESET_TTL")?,
+            verify_ttl: to_chrono(self.verify_ttl, "SERVAUTH_VERIFY_TTL")?,
+            require_verified_email: self.require_verified_email,
             password_min_length: self.password_min_length as usize,
             argon2: Argon2Config {
                 memory_kib: self.argon2_memory_kib,

@@ -1,13 +1,21 @@
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use chrono::Duration;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
+use super::tokens::{opaque_token, token_hash};
 use super::{
-    AuthError, Email, FieldError, HashError, Password, PasswordHashing, PasswordPolicy, Username,
+    AuthError, Caller, Email, FieldError, HashError, Password, PasswordHashing, PasswordPolicy,
+    Username,
 };
 use crate::clock::Clock;
-use crate::store::{NewUser, ProfileChange, Role, Store, UserRecord};
+use crate::mail::{Mailer, OutgoingEmail, Templates};
+use crate::store::{
+    NewOneTimeToken, NewUser, ProfileChange, Role, Store, TokenPurpose, UserRecord,
+};
 use crate::telemetry::spawn_blocking_in_span;
 
 /// A registration as it arrives: every field may be missing; [`Accounts::register`] judges.
@@ -26,14 +34,34 @@ pub struct ProfileUpdate {
     pub current_password: Option<SecretString>,
 }
 
-/// Accounts: registering, signing in, changing the profile, deleting.
+/// How accounts send mail: the queue, the messages, and how long their links live.
+#[derive(Debug, Clone)]
+pub struct AccountMail {
+    pub mailer: Mailer,
+    pub templates: Templates,
+    pub reset_ttl: Duration,
+    pub verify_ttl: Duration,
+}
+
+/// Accounts: registering, signing in, changing the profile and password, deleting, and
+/// the emailed links (password reset, address verification and change; see `recovery.rs`).
 #[derive(Debug, Clone)]
 pub struct Accounts {
-    store: Arc<dyn Store>,
-    hashing: PasswordHashing,
-    policy: PasswordPolicy,
-    clock: Arc<dyn Clock>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) hashing: PasswordHashing,
+    pub(super) policy: PasswordPolicy,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) mail: AccountMail,
+    require_verified_email: bool,
+    /// Emails with a link, per address: so that nobody can flood an inbox through us.
+    mail_limiter: Arc<DefaultKeyedRateLimiter<String>>,
 }
+
+/// At most 3 link emails per address in a burst, then one more every 5 minutes.
+const MAIL_BURST: u32 = 3;
+const MAIL_REFILL: std::time::Duration = std::time::Duration::from_secs(300);
+/// Forget idle per-address counters once this many are kept.
+const MAIL_LIMITER_KEYS: usize = 10_000;
 
 impl From<HashError> for AuthError {
     fn from(error: HashError) -> Self {
@@ -50,17 +78,25 @@ impl Accounts {
         hashing: PasswordHashing,
         policy: PasswordPolicy,
         clock: Arc<dyn Clock>,
+        mail: AccountMail,
+        require_verified_email: bool,
     ) -> Self {
+        let burst = NonZeroU32::new(MAIL_BURST).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(MAIL_REFILL)
+            .map_or(Quota::per_hour(burst), |quota| quota.allow_burst(burst));
         Self {
             store,
             hashing,
             policy,
             clock,
+            mail,
+            require_verified_email,
+            mail_limiter: Arc::new(RateLimiter::keyed(quota)),
         }
     }
 
-    /// Creates an account. Every broken input rule is reported at once (422); a taken
-    /// email or username is `EmailTaken`/`UsernameTaken` (409).
+    /// Creates an account and mails a verification link. Every broken input rule is
+    /// reported at once (422); a taken email or username is `EmailTaken`/`UsernameTaken`.
     pub async fn register(&self, registration: Registration) -> Result<UserRecord, AuthError> {
         let mut errors = Vec::new();
         let email = match registration
@@ -87,15 +123,13 @@ impl Accounts {
             None => None,
         };
         let password = match registration.password {
-            Some(raw) => {
-                let (policy, email) = (self.policy, email.clone());
-                let checked = spawn_blocking_in_span(move || {
-                    policy.check(raw.expose_secret(), email.as_ref(), "password")
-                })
-                .await
-                .map_err(|error| AuthError::Internal(error.into()))?;
-                checked.map_err(|broken| errors.extend(broken)).ok()
-            }
+            Some(raw) => match self.check_policy(raw, email.clone(), "password").await? {
+                Ok(password) => Some(password),
+                Err(broken) => {
+                    errors.extend(broken);
+                    None
+                }
+            },
             None => {
                 errors.push(FieldError::required("password"));
                 None
@@ -121,11 +155,13 @@ impl Accounts {
             })
             .await?;
         tracing::info!(user.id = %user.id, "account registered");
+        self.send_verification(&user).await?;
         Ok(user)
     }
 
     /// Checks an email and password. An unknown email and a wrong password are the same
-    /// `InvalidCredentials` and cost the same hashing work.
+    /// `InvalidCredentials` and cost the same hashing work. With verified emails required,
+    /// a correct password on an unverified address is `EmailNotVerified`.
     pub async fn login(
         &self,
         email: Option<String>,
@@ -134,28 +170,25 @@ impl Accounts {
         let (email, password) = match (email, password) {
             (Some(email), Some(password)) => (email, password),
             (email, password) => {
-                let missing = [("email", email.is_none()), ("password", password.is_none())];
-                let errors = missing
-                    .into_iter()
-                    .filter(|(_, missing)| *missing)
-                    .map(|(field, _)| FieldError::required(field))
-                    .collect();
-                return Err(AuthError::Validation(errors));
+                return Err(AuthError::Validation(FieldError::missing(&[
+                    ("email", email.is_none()),
+                    ("password", password.is_none()),
+                ])));
             }
         };
-        let credentials = self
-            .store
-            .find_credentials_by_email_key(&Email::key_of(&email))
-            .await?;
+        let key = Email::key_of(&email);
+        let credentials = self.store.find_credentials_by_email_key(&key).await?;
         let (user, stored) = credentials
             .map(|found| (found.user, found.password_hash))
             .unzip();
-        let verified = self
-            .hashing
-            .verify(Password::for_verification(password.expose_secret()), stored)
-            .await?;
+        let password = Password::for_verification(password.expose_secret());
+        let verified = self.hashing.verify(password, stored).await?;
         match user {
             Some(user) if verified => {
+                if self.require_verified_email && !user.email_verified {
+                    tracing::info!(user.id = %user.id, "login refused: email not verified");
+                    return Err(AuthError::EmailNotVerified);
+                }
                 tracing::info!(user.id = %user.id, "login succeeded");
                 Ok(user)
             }
@@ -166,8 +199,14 @@ impl Accounts {
         }
     }
 
-    /// Changes the username and/or records an email change (which needs the current
-    /// password and takes effect only when the new address is confirmed).
+    /// The user with this id, if any.
+    pub async fn find(&self, id: Uuid) -> Result<Option<UserRecord>, AuthError> {
+        Ok(self.store.find_user(id).await?)
+    }
+
+    /// Changes the username and/or starts an email change: that needs the current password,
+    /// records `pending_email`, mails a confirmation link to the new address and a notice to
+    /// the current one; the address changes only when the link is used.
     pub async fn update_profile(
         &self,
         user: &UserRecord,
@@ -201,8 +240,8 @@ impl Accounts {
         if !errors.is_empty() {
             return Err(AuthError::Validation(errors));
         }
-        if let (Some(email), Some(current_password)) = (new_email, update.current_password) {
-            self.confirm_password(user.id, &current_password).await?;
+        if let (Some(email), Some(current_password)) = (&new_email, &update.current_password) {
+            self.confirm_password(user.id, current_password).await?;
             if self
                 .store
                 .find_credentials_by_email_key(email.key())
@@ -213,15 +252,69 @@ impl Accounts {
             }
             change.pending_email = Some(Some(email.as_str().to_owned()));
         }
-        self.store
+        let updated = self
+            .store
             .update_profile(user.id, change, self.clock.now())
             .await?
-            .ok_or(AuthError::InvalidToken)
+            .ok_or(AuthError::InvalidToken)?;
+        if let Some(email) = new_email {
+            let token = self
+                .issue_token(
+                    user.id,
+                    TokenPurpose::EmailChange,
+                    email.as_str(),
+                    self.mail.verify_ttl,
+                )
+                .await?;
+            let templates = &self.mail.templates;
+            self.mail_with_link(templates.confirm_new_email(
+                email.as_str(),
+                &token,
+                self.mail.verify_ttl,
+            ));
+            self.mail
+                .mailer
+                .send(templates.email_change_requested(&user.email, email.as_str()));
+            tracing::info!(user.id = %user.id, "email change requested");
+        }
+        Ok(updated)
     }
 
-    /// The user with this id, if any.
-    pub async fn find(&self, id: Uuid) -> Result<Option<UserRecord>, AuthError> {
-        Ok(self.store.find_user(id).await?)
+    /// Changes the password of a signed-in user who knows the current one; every other
+    /// session ends, and a notice is mailed.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current_password: Option<SecretString>,
+        new_password: Option<SecretString>,
+    ) -> Result<(), AuthError> {
+        let (Some(current), Some(new)) = (current_password.as_ref(), new_password) else {
+            return Err(AuthError::Validation(FieldError::missing(&[
+                ("current_password", current_password.is_none()),
+                ("new_password", true),
+            ])));
+        };
+        let user = &caller.user;
+        self.confirm_password(user.id, current).await?;
+        let email = Email::parse(&user.email, "email").ok();
+        let password = self
+            .check_policy(new, email, "new_password")
+            .await?
+            .map_err(AuthError::Validation)?;
+        let hash = self.hashing.hash(password).await?;
+        let now = self.clock.now();
+        if !self
+            .store
+            .change_password(user.id, &hash, caller.session_id(), now)
+            .await?
+        {
+            return Err(AuthError::InvalidToken);
+        }
+        tracing::info!(user.id = %user.id, "password changed; other sessions revoked");
+        self.mail
+            .mailer
+            .send(self.mail.templates.password_changed(&user.email));
+        Ok(())
     }
 
     /// Deletes the account with every session and token, after checking its password.
@@ -252,15 +345,75 @@ impl Accounts {
         if stored.is_none() {
             return Err(AuthError::InvalidToken);
         }
-        if self
-            .hashing
-            .verify(Password::for_verification(password.expose_secret()), stored)
-            .await?
-        {
+        let password = Password::for_verification(password.expose_secret());
+        if self.hashing.verify(password, stored).await? {
             Ok(())
         } else {
             tracing::info!(user.id = %user_id, "re-authentication failed");
             Err(AuthError::WrongPassword)
+        }
+    }
+
+    /// Runs the password policy off the async workers (it scores the password against
+    /// large dictionaries). The outer error is a failure to run; the inner, broken rules.
+    pub(super) async fn check_policy(
+        &self,
+        raw: SecretString,
+        email: Option<Email>,
+        field: &'static str,
+    ) -> Result<Result<Password, Vec<FieldError>>, AuthError> {
+        let policy = self.policy;
+        spawn_blocking_in_span(move || policy.check(raw.expose_secret(), email.as_ref(), field))
+            .await
+            .map_err(|error| AuthError::Internal(error.into()))
+    }
+
+    /// Mails a fresh verification link for the user's current address.
+    pub(super) async fn send_verification(&self, user: &UserRecord) -> Result<(), AuthError> {
+        let ttl = self.mail.verify_ttl;
+        let token = self
+            .issue_token(user.id, TokenPurpose::EmailVerification, &user.email, ttl)
+            .await?;
+        self.mail_with_link(self.mail.templates.verify_email(&user.email, &token, ttl));
+        Ok(())
+    }
+
+    /// Stores a new single-use token (retiring older ones of its kind) and returns it.
+    pub(super) async fn issue_token(
+        &self,
+        user_id: Uuid,
+        purpose: TokenPurpose,
+        email: &str,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
+        let token = opaque_token();
+        let now = self.clock.now();
+        self.store
+            .issue_one_time_token(NewOneTimeToken {
+                token_hash: token_hash(&token),
+                user_id,
+                purpose,
+                email: email.to_owned(),
+                now,
+                expires_at: now + ttl,
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// Queues a message with a link, unless this address got too many of them lately.
+    pub(super) fn mail_with_link(&self, email: OutgoingEmail) {
+        if self.mail_limiter.len() > MAIL_LIMITER_KEYS {
+            self.mail_limiter.retain_recent();
+        }
+        if self
+            .mail_limiter
+            .check_key(&Email::key_of(&email.to))
+            .is_ok()
+        {
+            self.mail.mailer.send(email);
+        } else {
+            tracing::warn!(subject = %email.subject, "link email not sent: too many for this address lately");
         }
     }
 }

@@ -21,6 +21,15 @@ impl FieldError {
     pub fn required(field: &str) -> Self {
         Self::new(field, "required", format!("`{field}` is required."))
     }
+
+    /// A `required` error for each field flagged missing, in order.
+    pub fn missing(fields: &[(&str, bool)]) -> Vec<Self> {
+        fields
+            .iter()
+            .filter(|(_, missing)| *missing)
+            .map(|(field, _)| Self::required(field))
+            .collect()
+    }
 }
 
 /// What a use case can fail with. The HTTP layer maps each to a status and `code` in one place.
@@ -45,6 +54,12 @@ pub enum AuthError {
     /// A malformed, unknown, revoked or otherwise unacceptable token.
     #[error("invalid token")]
     InvalidToken,
+    /// A correct password on an unverified address while verified emails are required.
+    #[error("email not verified")]
+    EmailNotVerified,
+    /// An emailed token (reset, verification) that is unknown, used or expired: `400`.
+    #[error("unusable link token")]
+    UnusableLinkToken,
     /// A refresh token that was already rotated out: its whole session is now revoked.
     #[error("refresh token reused")]
     RefreshTokenReused,

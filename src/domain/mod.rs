@@ -7,12 +7,13 @@ mod email;
 mod error;
 mod hashing;
 mod password;
+mod recovery;
 mod service_auth;
 mod sessions;
 mod tokens;
 mod username;
 
-pub use accounts::{Accounts, ProfileUpdate, Registration};
+pub use accounts::{AccountMail, Accounts, ProfileUpdate, Registration};
 pub use email::Email;
 pub use error::{AuthError, FieldError};
 pub use hashing::{HashError, PasswordHashing};

@@ -44,6 +44,11 @@ pub fn router(state: AppState) -> Router {
             get(routes::sessions::list).delete(routes::sessions::revoke_all),
         )
         .route("/auth/sessions/{id}", delete(routes::sessions::revoke))
+        .route("/auth/password/forgot", post(routes::password::forgot))
+        .route("/auth/password/reset", post(routes::password::reset))
+        .route("/auth/password/change", post(routes::password::change))
+        .route("/auth/email/verify", post(routes::email::verify))
+        .route("/auth/email/resend", post(routes::email::resend))
         .route("/.well-known/jwks.json", get(routes::health::jwks))
         .route("/health", get(routes::health::health))
         .route("/live", get(routes::health::live))

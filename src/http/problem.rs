@@ -104,6 +104,18 @@ impl ApiError {
                     "The token is invalid or has been revoked.",
                     Challenge::InvalidToken,
                 ),
+                A::EmailNotVerified => (
+                    StatusCode::FORBIDDEN,
+                    "email_not_verified",
+                    "Confirm your email address before signing in.",
+                    Challenge::None,
+                ),
+                A::UnusableLinkToken => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_token",
+                    "This link is invalid, already used or expired.",
+                    Challenge::None,
+                ),
                 A::RefreshTokenReused => (
                     StatusCode::UNAUTHORIZED,
                     "refresh_token_reused",

@@ -265,7 +265,10 @@ pub enum EmailConfirmation {
     Verified { user: UserRecord },
     /// An email-change token: the address is now the new one, verified; `previous_email`
     /// is the address it replaced.
-    Changed { user: UserRecord, previous_email: String },
+    Changed {
+        user: UserRecord,
+        previous_email: String,
+    },
     /// The new address belongs to another account by now; nothing changed and the token
     /// was not used up.
     EmailTaken,

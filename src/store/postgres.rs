@@ -4,6 +4,26 @@
 //! and on PostgreSQL re-checking an `UPDATE`'s `WHERE` against the newest committed row once
 //! it holds the row's lock: of two transactions updating one row with the same condition, the
 //! second waits for the first and then no longer matches.
+//!
+//! Lock order. Every transaction that writes several tables locks rows parent first:
+//!
+//! - `delete_user` locks the user row, then its cascade locks the user's sessions (and their
+//!   refresh tokens) and one-time tokens;
+//! - `rotate_refresh_token` locks one session row, then that session's refresh tokens, and
+//!   never waits for a user or one-time token row;
+//! - the one-time-token methods (`issue_one_time_token`, `reset_password`, `confirm_email`,
+//!   `change_password`) lock the user row first (`FOR NO KEY UPDATE`, or `FOR UPDATE` when
+//!   the unique `email_key` may change), then the user's one-time tokens, then its sessions.
+//!
+//! Two of these that meet on one user therefore queue on the user row before either holds a
+//! child row, and a rotation (or `revoke_session(s)`, which lock only session rows) waits for
+//! nothing they hold: no cycle. Consuming the token before locking the user would make one
+//! with `delete_user` (token then user, against user then token); the store contract's race
+//! test hits exactly that deadlock (`40P01`) when the user lock is left out.
+//!
+//! `FOR NO KEY UPDATE` does not block the `FOR KEY SHARE` that inserting a session or token
+//! takes on its user row (foreign key), so logins go on during a reset; `FOR UPDATE` (email
+//! change) makes them wait for the commit.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,13 +32,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
 use super::{
-    NewSession, NewUser, ProfileChange, RefreshTokenRecord, Role, Rotation, RotationOutcome,
-    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserCredentials, UserRecord,
+    EmailConfirmation, NewOneTimeToken, NewSession, NewUser, OneTimeTokenRecord, ProfileChange,
+    RefreshTokenRecord, Role, Rotation, RotationOutcome, SessionRecord, SigningKeyRecord, Store,
+    StoreError, StoreResult, TokenPurpose, UserCredentials, UserRecord,
 };
+use crate::domain::Email;
 
 /// The embedded migrations. sqlx's migrator takes a session-level advisory lock (keyed on the
 /// database name) around the whole run, so replicas starting together apply each migration
@@ -56,6 +78,13 @@ macro_rules! refresh_token_columns {
         "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
          s.revoked_at, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
          t.expires_at AS token_expires_at, t.rotated_at AS token_rotated_at"
+    };
+}
+
+/// The columns of [`OneTimeTokenRecord`], in `one_time_tokens`.
+macro_rules! one_time_token_columns {
+    () => {
+        "user_id, purpose, email, created_at, expires_at, used_at"
     };
 }
 
@@ -153,6 +182,130 @@ fn refresh_token_from_row(row: &PgRow) -> Result<RefreshTokenRecord, sqlx::Error
         expires_at: row.try_get("token_expires_at")?,
         rotated_at: row.try_get("token_rotated_at")?,
     })
+}
+
+/// The purpose a stored `one_time_tokens.purpose` names. The `CHECK` constraint admits only
+/// known names, so anything else is a database error, not a panic.
+fn purpose_from_stored(value: &str) -> Result<TokenPurpose, sqlx::Error> {
+    [
+        TokenPurpose::PasswordReset,
+        TokenPurpose::EmailVerification,
+        TokenPurpose::EmailChange,
+    ]
+    .into_iter()
+    .find(|purpose| purpose.as_str() == value)
+    .ok_or_else(|| sqlx::Error::Decode(format!("unknown one-time token purpose {value:?}").into()))
+}
+
+fn one_time_token_from_row(row: &PgRow) -> Result<OneTimeTokenRecord, sqlx::Error> {
+    Ok(OneTimeTokenRecord {
+        user_id: row.try_get("user_id")?,
+        purpose: purpose_from_stored(row.try_get("purpose")?)?,
+        email: row.try_get("email")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+    })
+}
+
+/// How strongly [`lock_token_user`] locks the user row.
+#[derive(Debug, Clone, Copy)]
+enum UserLock {
+    /// For changes that leave the user's unique keys alone (what such an `UPDATE` takes).
+    NoKeyUpdate,
+    /// For a change of `email_key`: taken up front rather than upgraded to later.
+    Update,
+}
+
+/// Locks the row of the user the token with this hash belongs to, whatever the token's state,
+/// and returns its id; `None` when there is no such token (or its user was deleted meanwhile).
+/// This is the first lock of the token methods (see the module's lock order); the token row
+/// itself is judged afterwards by [`consume_one_time_token`]. A token never changes owner,
+/// so reading its `user_id` unlocked is safe.
+async fn lock_token_user(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    lock: UserLock,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let sql = match lock {
+        UserLock::NoKeyUpdate => {
+            "SELECT u.id FROM one_time_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 FOR NO KEY UPDATE OF u"
+        }
+        UserLock::Update => {
+            "SELECT u.id FROM one_time_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 FOR UPDATE OF u"
+        }
+    };
+    sqlx::query_scalar(sql)
+        .bind(token_hash)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// Uses up the token with this hash if it has one of `purposes` and is unused and unexpired at
+/// `now`: one conditional statement. A concurrent call that used it first holds its row lock
+/// until it commits; this statement then re-checks `used_at IS NULL` against the committed row
+/// and matches nothing, so of concurrent calls at most one gets the token back.
+async fn consume_one_time_token(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    purposes: &[TokenPurpose],
+    now: DateTime<Utc>,
+) -> Result<Option<OneTimeTokenRecord>, sqlx::Error> {
+    let purposes: Vec<&str> = purposes.iter().map(|purpose| purpose.as_str()).collect();
+    let row = sqlx::query(concat!(
+        "UPDATE one_time_tokens SET used_at = $1 \
+         WHERE token_hash = $2 AND purpose = ANY($3) AND used_at IS NULL AND expires_at > $1 \
+         RETURNING ",
+        one_time_token_columns!()
+    ))
+    .bind(now)
+    .bind(token_hash)
+    .bind(purposes)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(one_time_token_from_row).transpose()
+}
+
+/// Retires (marks used at `now`) the user's unused one-time tokens of `purpose`, or of every
+/// purpose when `None`.
+async fn retire_one_time_tokens(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    purpose: Option<TokenPurpose>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE one_time_tokens SET used_at = $1 \
+         WHERE user_id = $2 AND used_at IS NULL AND ($3::text IS NULL OR purpose = $3)",
+    )
+    .bind(now)
+    .bind(user_id)
+    .bind(purpose.map(TokenPurpose::as_str))
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Revokes the user's live sessions at `now`, all but `keep` when given.
+async fn revoke_live_sessions(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1 \
+         WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 \
+         AND ($3::uuid IS NULL OR id <> $3)",
+    )
+    .bind(now)
+    .bind(user_id)
+    .bind(keep)
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected())
 }
 
 fn signing_key_from_row(row: &PgRow) -> Result<SigningKeyRecord, sqlx::Error> {
@@ -551,6 +704,218 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
+    }
+
+    // ---- emailed single-use tokens ----------------------------------------------------
+
+    /// Locks the user row first (module lock order), so this cannot deadlock with a
+    /// `confirm_email` that holds it and waits for one of the rows retired here.
+    async fn issue_one_time_token(&self, token: NewOneTimeToken) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // A missing user is left to the insert's foreign key to report.
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(token.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        retire_one_time_tokens(&mut tx, token.user_id, Some(token.purpose), token.now).await?;
+        sqlx::query(
+            "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, created_at, \
+             expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+        )
+        .bind(&token.token_hash)
+        .bind(token.user_id)
+        .bind(token.purpose.as_str())
+        .bind(&token.email)
+        .bind(token.now)
+        .bind(token.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_one_time_token(
+        &self,
+        token_hash: &[u8],
+        purpose: TokenPurpose,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<OneTimeTokenRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            one_time_token_columns!(),
+            " FROM one_time_tokens WHERE token_hash = $1 AND purpose = $2 \
+             AND used_at IS NULL AND expires_at > $3"
+        ))
+        .bind(token_hash)
+        .bind(purpose.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(one_time_token_from_row).transpose()?)
+    }
+
+    /// Locks: the user row, then the token (consumed by one conditional `UPDATE`), the user's
+    /// other reset tokens, then its sessions (see the module's lock order). Concurrent calls
+    /// with one token queue on the user row; each then re-checks the token, and only the
+    /// first finds it unused.
+    async fn reset_password(
+        &self,
+        token_hash: &[u8],
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<UserRecord>> {
+        let mut tx = self.pool.begin().await?;
+        if lock_token_user(&mut tx, token_hash, UserLock::NoKeyUpdate)
+            .await?
+            .is_none()
+        {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let consumed =
+            consume_one_time_token(&mut tx, token_hash, &[TokenPurpose::PasswordReset], now)
+                .await?;
+        let Some(token) = consumed else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let row = sqlx::query(concat!(
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 RETURNING ",
+            user_columns!()
+        ))
+        .bind(password_hash)
+        .bind(now)
+        .bind(token.user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let user = user_from_row(&row)?;
+        retire_one_time_tokens(&mut tx, user.id, Some(TokenPurpose::PasswordReset), now).await?;
+        revoke_live_sessions(&mut tx, user.id, None, now).await?;
+        tx.commit().await?;
+        Ok(Some(user))
+    }
+
+    /// Locks the user row `FOR UPDATE` first (an email change rewrites the unique
+    /// `email_key`), then the token. Every outcome but success rolls back, so a refused
+    /// token stays unused; a unique violation aborts the transaction, which is rolled back.
+    async fn confirm_email(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<EmailConfirmation> {
+        let mut tx = self.pool.begin().await?;
+        if lock_token_user(&mut tx, token_hash, UserLock::Update)
+            .await?
+            .is_none()
+        {
+            tx.rollback().await?;
+            return Ok(EmailConfirmation::Invalid);
+        }
+        let consumed = consume_one_time_token(
+            &mut tx,
+            token_hash,
+            &[TokenPurpose::EmailVerification, TokenPurpose::EmailChange],
+            now,
+        )
+        .await?;
+        let Some(token) = consumed else {
+            tx.rollback().await?;
+            return Ok(EmailConfirmation::Invalid);
+        };
+        // The user row is locked: this is its current state until we commit.
+        let current =
+            sqlx::query("SELECT email, email_key, pending_email FROM users WHERE id = $1")
+                .bind(token.user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let email: String = current.try_get("email")?;
+        let email_key: String = current.try_get("email_key")?;
+        let pending_email: Option<String> = current.try_get("pending_email")?;
+        let token_key = Email::key_of(&token.email);
+
+        match token.purpose {
+            TokenPurpose::EmailVerification if token_key == email_key => {
+                let row = sqlx::query(concat!(
+                    "UPDATE users SET email_verified = TRUE, updated_at = $1 WHERE id = $2 \
+                     RETURNING ",
+                    user_columns!()
+                ))
+                .bind(now)
+                .bind(token.user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let user = user_from_row(&row)?;
+                tx.commit().await?;
+                Ok(EmailConfirmation::Verified { user })
+            }
+            TokenPurpose::EmailChange
+                if pending_email.as_deref().map(Email::key_of).as_deref()
+                    == Some(token_key.as_str()) =>
+            {
+                // The address becomes the one the token was sent to (and confirms).
+                let updated = sqlx::query(concat!(
+                    "UPDATE users SET email = $1, email_key = $2, email_verified = TRUE, \
+                     pending_email = NULL, updated_at = $3 WHERE id = $4 RETURNING ",
+                    user_columns!()
+                ))
+                .bind(&token.email)
+                .bind(&token_key)
+                .bind(now)
+                .bind(token.user_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_unique_violation);
+                let row = match updated {
+                    Ok(row) => row,
+                    Err(StoreError::EmailTaken) => {
+                        tx.rollback().await?;
+                        return Ok(EmailConfirmation::EmailTaken);
+                    }
+                    Err(error) => return Err(error),
+                };
+                let user = user_from_row(&row)?;
+                // Every token still out was bound to the old address.
+                retire_one_time_tokens(&mut tx, user.id, None, now).await?;
+                tx.commit().await?;
+                Ok(EmailConfirmation::Changed {
+                    user,
+                    previous_email: email,
+                })
+            }
+            // The address moved on since the token was sent (or, impossibly, a purpose the
+            // statement above excluded): the token stays as it was.
+            _ => {
+                tx.rollback().await?;
+                Ok(EmailConfirmation::Invalid)
+            }
+        }
+    }
+
+    /// The `UPDATE` of the user row comes first and takes its lock; then the reset tokens,
+    /// then the sessions (see the module's lock order).
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let updated =
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                .bind(password_hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        retire_one_time_tokens(&mut tx, user_id, Some(TokenPurpose::PasswordReset), now).await?;
+        revoke_live_sessions(&mut tx, user_id, Some(keep), now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     // ---- signing keys ------------------------------------------------------------------

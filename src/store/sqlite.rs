@@ -21,16 +21,18 @@ use sqlx::Row;
 use sqlx::error::ErrorKind;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
 use super::{
-    NewSession, NewUser, ProfileChange, RefreshTokenRecord, Role, Rotation, RotationOutcome,
-    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserCredentials, UserRecord,
+    EmailConfirmation, NewOneTimeToken, NewSession, NewUser, OneTimeTokenRecord, ProfileChange,
+    RefreshTokenRecord, Role, Rotation, RotationOutcome, SessionRecord, SigningKeyRecord, Store,
+    StoreError, StoreResult, TokenPurpose, UserCredentials, UserRecord,
 };
+use crate::domain::Email;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -60,6 +62,13 @@ macro_rules! refresh_token_columns {
         "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
          s.revoked_at, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
          t.expires_at AS token_expires_at, t.rotated_at AS token_rotated_at"
+    };
+}
+
+/// The columns of [`OneTimeTokenRecord`], in `one_time_tokens`.
+macro_rules! one_time_token_columns {
+    () => {
+        "user_id, purpose, email, created_at, expires_at, used_at"
     };
 }
 
@@ -179,6 +188,101 @@ fn refresh_token_from_row(row: &SqliteRow) -> Result<RefreshTokenRecord, sqlx::E
         expires_at: row.try_get("token_expires_at")?,
         rotated_at: row.try_get("token_rotated_at")?,
     })
+}
+
+/// The purpose a stored `one_time_tokens.purpose` names. The `CHECK` constraint admits only
+/// known names, so anything else is a database error, not a panic.
+fn purpose_from_stored(value: &str) -> Result<TokenPurpose, sqlx::Error> {
+    [
+        TokenPurpose::PasswordReset,
+        TokenPurpose::EmailVerification,
+        TokenPurpose::EmailChange,
+    ]
+    .into_iter()
+    .find(|purpose| purpose.as_str() == value)
+    .ok_or_else(|| sqlx::Error::Decode(format!("unknown one-time token purpose {value:?}").into()))
+}
+
+fn one_time_token_from_row(row: &SqliteRow) -> Result<OneTimeTokenRecord, sqlx::Error> {
+    Ok(OneTimeTokenRecord {
+        user_id: uuid_at(row, "user_id")?,
+        purpose: purpose_from_stored(row.try_get("purpose")?)?,
+        email: row.try_get("email")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        used_at: row.try_get("used_at")?,
+    })
+}
+
+/// Uses up the token with this hash if it has one of `purposes` and is unused and unexpired at
+/// `now`: one conditional statement, so of concurrent calls (serialised by `BEGIN IMMEDIATE`)
+/// at most one gets the token back. `now` must already be truncated ([`micros`]).
+async fn consume_one_time_token(
+    conn: &mut SqliteConnection,
+    token_hash: &[u8],
+    purposes: &[TokenPurpose],
+    now: DateTime<Utc>,
+) -> Result<Option<OneTimeTokenRecord>, sqlx::Error> {
+    // Two slots are enough for every caller; an unused slot repeats the first purpose.
+    debug_assert!(
+        (1..=2).contains(&purposes.len()),
+        "one or two purposes, got {purposes:?}"
+    );
+    let first = purposes.first().map(|purpose| purpose.as_str());
+    let second = purposes.get(1).map(|purpose| purpose.as_str()).or(first);
+    let row = sqlx::query(concat!(
+        "UPDATE one_time_tokens SET used_at = ?1 \
+         WHERE token_hash = ?2 AND purpose IN (?3, ?4) AND used_at IS NULL AND expires_at > ?1 \
+         RETURNING ",
+        one_time_token_columns!()
+    ))
+    .bind(now)
+    .bind(token_hash)
+    .bind(first)
+    .bind(second)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(one_time_token_from_row).transpose()
+}
+
+/// Retires (marks used at `now`) the user's unused one-time tokens of `purpose`, or of every
+/// purpose when `None`.
+async fn retire_one_time_tokens(
+    conn: &mut SqliteConnection,
+    user_id: Uuid,
+    purpose: Option<TokenPurpose>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE one_time_tokens SET used_at = ?1 \
+         WHERE user_id = ?2 AND used_at IS NULL AND (?3 IS NULL OR purpose = ?3)",
+    )
+    .bind(now)
+    .bind(user_id.hyphenated())
+    .bind(purpose.map(TokenPurpose::as_str))
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Revokes the user's live sessions at `now`, all but `keep` when given.
+async fn revoke_live_sessions(
+    conn: &mut SqliteConnection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE sessions SET revoked_at = ?1 \
+         WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 \
+         AND (?3 IS NULL OR id <> ?3)",
+    )
+    .bind(now)
+    .bind(user_id.hyphenated())
+    .bind(keep.map(|id| id.hyphenated()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected())
 }
 
 fn signing_key_from_row(row: &SqliteRow) -> Result<SigningKeyRecord, sqlx::Error> {
@@ -576,6 +680,195 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
+    }
+
+    // ---- emailed single-use tokens ----------------------------------------------------
+
+    async fn issue_one_time_token(&self, token: NewOneTimeToken) -> StoreResult<()> {
+        let now = micros(token.now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        retire_one_time_tokens(&mut tx, token.user_id, Some(token.purpose), now).await?;
+        sqlx::query(
+            "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, created_at, \
+             expires_at, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+        )
+        .bind(&token.token_hash)
+        .bind(token.user_id.hyphenated())
+        .bind(token.purpose.as_str())
+        .bind(&token.email)
+        .bind(now)
+        .bind(micros(token.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_one_time_token(
+        &self,
+        token_hash: &[u8],
+        purpose: TokenPurpose,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<OneTimeTokenRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            one_time_token_columns!(),
+            " FROM one_time_tokens WHERE token_hash = ?1 AND purpose = ?2 \
+             AND used_at IS NULL AND expires_at > ?3"
+        ))
+        .bind(token_hash)
+        .bind(purpose.as_str())
+        .bind(micros(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(one_time_token_from_row).transpose()?)
+    }
+
+    /// `BEGIN IMMEDIATE` holds the write lock from the start, so concurrent calls with one
+    /// token run one after the other and only the first finds it unused.
+    async fn reset_password(
+        &self,
+        token_hash: &[u8],
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<UserRecord>> {
+        let now = micros(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let consumed =
+            consume_one_time_token(&mut tx, token_hash, &[TokenPurpose::PasswordReset], now)
+                .await?;
+        let Some(token) = consumed else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        // The token's user exists: deleting a user deletes its tokens (cascade).
+        let row = sqlx::query(concat!(
+            "UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3 RETURNING ",
+            user_columns!()
+        ))
+        .bind(password_hash)
+        .bind(now)
+        .bind(token.user_id.hyphenated())
+        .fetch_one(&mut *tx)
+        .await?;
+        let user = user_from_row(&row)?;
+        retire_one_time_tokens(&mut tx, user.id, Some(TokenPurpose::PasswordReset), now).await?;
+        revoke_live_sessions(&mut tx, user.id, None, now).await?;
+        tx.commit().await?;
+        Ok(Some(user))
+    }
+
+    /// Every outcome but success rolls back, so a refused token stays unused.
+    async fn confirm_email(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<EmailConfirmation> {
+        let now = micros(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let consumed = consume_one_time_token(
+            &mut tx,
+            token_hash,
+            &[TokenPurpose::EmailVerification, TokenPurpose::EmailChange],
+            now,
+        )
+        .await?;
+        let Some(token) = consumed else {
+            tx.rollback().await?;
+            return Ok(EmailConfirmation::Invalid);
+        };
+        let current =
+            sqlx::query("SELECT email, email_key, pending_email FROM users WHERE id = ?1")
+                .bind(token.user_id.hyphenated())
+                .fetch_one(&mut *tx)
+                .await?;
+        let email: String = current.try_get("email")?;
+        let email_key: String = current.try_get("email_key")?;
+        let pending_email: Option<String> = current.try_get("pending_email")?;
+        let token_key = Email::key_of(&token.email);
+
+        match token.purpose {
+            TokenPurpose::EmailVerification if token_key == email_key => {
+                let row = sqlx::query(concat!(
+                    "UPDATE users SET email_verified = 1, updated_at = ?1 WHERE id = ?2 \
+                     RETURNING ",
+                    user_columns!()
+                ))
+                .bind(now)
+                .bind(token.user_id.hyphenated())
+                .fetch_one(&mut *tx)
+                .await?;
+                let user = user_from_row(&row)?;
+                tx.commit().await?;
+                Ok(EmailConfirmation::Verified { user })
+            }
+            TokenPurpose::EmailChange
+                if pending_email.as_deref().map(Email::key_of).as_deref()
+                    == Some(token_key.as_str()) =>
+            {
+                // The address becomes the one the token was sent to (and confirms).
+                let updated = sqlx::query(concat!(
+                    "UPDATE users SET email = ?1, email_key = ?2, email_verified = 1, \
+                     pending_email = NULL, updated_at = ?3 WHERE id = ?4 RETURNING ",
+                    user_columns!()
+                ))
+                .bind(&token.email)
+                .bind(&token_key)
+                .bind(now)
+                .bind(token.user_id.hyphenated())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_unique_violation);
+                let row = match updated {
+                    Ok(row) => row,
+                    Err(StoreError::EmailTaken) => {
+                        tx.rollback().await?;
+                        return Ok(EmailConfirmation::EmailTaken);
+                    }
+                    Err(error) => return Err(error),
+                };
+                let user = user_from_row(&row)?;
+                // Every token still out was bound to the old address.
+                retire_one_time_tokens(&mut tx, user.id, None, now).await?;
+                tx.commit().await?;
+                Ok(EmailConfirmation::Changed {
+                    user,
+                    previous_email: email,
+                })
+            }
+            // The address moved on since the token was sent (or, impossibly, a purpose the
+            // statement above excluded): the token stays as it was.
+            _ => {
+                tx.rollback().await?;
+                Ok(EmailConfirmation::Invalid)
+            }
+        }
+    }
+
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let now = micros(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let updated =
+            sqlx::query("UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3")
+                .bind(password_hash)
+                .bind(now)
+                .bind(user_id.hyphenated())
+                .execute(&mut *tx)
+                .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        retire_one_time_tokens(&mut tx, user_id, Some(TokenPurpose::PasswordReset), now).await?;
+        revoke_live_sessions(&mut tx, user_id, Some(keep), now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     // ---- signing keys ------------------------------------------------------------------

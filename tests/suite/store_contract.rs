@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
 use servauth::store::{
-    self, NewSession, NewUser, ProfileChange, RefreshTokenRecord, Role, Rotation, RotationOutcome,
-    SessionRecord, SigningKeyRecord, Store, StoreError, UserRecord,
+    self, EmailConfirmation, NewOneTimeToken, NewSession, NewUser, OneTimeTokenRecord,
+    ProfileChange, RefreshTokenRecord, Role, Rotation, RotationOutcome, SessionRecord,
+    SigningKeyRecord, Store, StoreError, TokenPurpose, UserRecord,
 };
+use sqlx::{Connection, PgConnection, SqliteConnection};
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
@@ -38,6 +40,18 @@ both_backends! {
     list_live_sessions_is_newest_first,
     revoke_session_only_touches_the_callers_own,
     revoke_user_sessions_keeps_the_given_one,
+    find_one_time_token_ignores_used_expired_and_other_purposes,
+    one_time_tokens_are_single_use,
+    a_newer_token_retires_the_older_one_of_the_same_purpose,
+    expired_one_time_tokens_are_refused,
+    reset_password_revokes_every_session_and_retires_other_reset_tokens,
+    #[multi_thread] twenty_concurrent_resets_with_one_token_succeed_once,
+    #[multi_thread] twenty_concurrent_email_confirmations_with_one_token_succeed_once,
+    confirm_email_verifies_only_the_current_address,
+    confirm_email_change_moves_the_address_and_kills_old_tokens,
+    confirm_email_change_to_a_taken_address_changes_nothing,
+    change_password_keeps_only_the_given_session,
+    #[multi_thread] token_methods_racing_deletion_and_rotation_never_fail,
     #[multi_thread] ensure_signing_key_is_atomic_under_concurrency,
     ensure_signing_key_keeps_the_newest_unretired_key,
     signing_keys_lists_unretired_and_recently_retired,
@@ -193,6 +207,113 @@ async fn find_token(store: &dyn Store, hash: &[u8]) -> Option<RefreshTokenRecord
         .find_refresh_token(hash)
         .await
         .expect("find refresh token")
+}
+
+/// One-time token `n` (hash [`token`]`(n)`) of `purpose` for `user_id`, sent to `email` at
+/// `at`, valid for an hour.
+fn one_time(
+    n: u8,
+    user_id: Uuid,
+    purpose: TokenPurpose,
+    email: &str,
+    at: DateTime<Utc>,
+) -> NewOneTimeToken {
+    NewOneTimeToken {
+        token_hash: token(n),
+        user_id,
+        purpose,
+        email: email.to_owned(),
+        now: at,
+        expires_at: at + TimeDelta::hours(1),
+    }
+}
+
+/// The record `find_one_time_token` must return for `issued` while it is usable.
+fn expected_one_time(issued: &NewOneTimeToken) -> OneTimeTokenRecord {
+    OneTimeTokenRecord {
+        user_id: issued.user_id,
+        purpose: issued.purpose,
+        email: issued.email.clone(),
+        created_at: issued.now,
+        expires_at: issued.expires_at,
+        used_at: None,
+    }
+}
+
+async fn issue(store: &dyn Store, issued: &NewOneTimeToken) {
+    store
+        .issue_one_time_token(issued.clone())
+        .await
+        .expect("issue one-time token");
+}
+
+async fn find_one_time(
+    store: &dyn Store,
+    hash: &[u8],
+    purpose: TokenPurpose,
+    at: DateTime<Utc>,
+) -> Option<OneTimeTokenRecord> {
+    store
+        .find_one_time_token(hash, purpose, at)
+        .await
+        .expect("find one-time token")
+}
+
+async fn reset(
+    store: &dyn Store,
+    hash: &[u8],
+    password_hash: &str,
+    at: DateTime<Utc>,
+) -> Option<UserRecord> {
+    store
+        .reset_password(hash, password_hash, at)
+        .await
+        .expect("reset password")
+}
+
+async fn confirm(store: &dyn Store, hash: &[u8], at: DateTime<Utc>) -> EmailConfirmation {
+    store.confirm_email(hash, at).await.expect("confirm email")
+}
+
+async fn password_hash_of(store: &dyn Store, id: Uuid) -> String {
+    store
+        .find_credentials(id)
+        .await
+        .expect("find credentials")
+        .expect("the user exists")
+        .password_hash
+}
+
+/// The `used_at` of the one-time token with this hash as stored: `None` when there is no such
+/// row, `Some(None)` while it is unused. Read on a connection of its own, bypassing the store
+/// (which only ever returns usable tokens).
+async fn used_at(db: &TestDatabase, hash: &[u8]) -> Option<Option<DateTime<Utc>>> {
+    match db.backend {
+        Backend::Sqlite => {
+            let mut conn = SqliteConnection::connect(&db.url).await.expect("connect");
+            let value = sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+                "SELECT used_at FROM one_time_tokens WHERE token_hash = ?1",
+            )
+            .bind(hash)
+            .fetch_optional(&mut conn)
+            .await
+            .expect("query");
+            conn.close().await.expect("close");
+            value
+        }
+        Backend::Postgres => {
+            let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+            let value = sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+                "SELECT used_at FROM one_time_tokens WHERE token_hash = $1",
+            )
+            .bind(hash)
+            .fetch_optional(&mut conn)
+            .await
+            .expect("query");
+            conn.close().await.expect("close");
+            value
+        }
+    }
 }
 
 // ---- basics ------------------------------------------------------------------------------
@@ -548,22 +669,16 @@ async fn delete_user_cascades_to_sessions_and_tokens(backend: Backend) {
         RotationOutcome::Rotated { .. }
     ));
     let bobs = create_session(&*store, &new_session(bob.id, &token(9), t0)).await;
-    // The store has no method for one-time tokens yet: insert one directly.
-    let inserted = db
-        .execute(match backend {
-            Backend::Sqlite => {
-                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, created_at, \
-                 expires_at) SELECT X'01', id, 'password_reset', email, created_at, created_at \
-                 FROM users WHERE email_key = 'alice@example.com'"
-            }
-            Backend::Postgres => {
-                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, created_at, \
-                 expires_at) SELECT decode('01', 'hex'), id, 'password_reset', email, \
-                 created_at, created_at FROM users WHERE email_key = 'alice@example.com'"
-            }
-        })
-        .await;
-    assert_eq!(inserted, 1);
+    issue(
+        &*store,
+        &one_time(1, alice.id, TokenPurpose::PasswordReset, &alice.email, t0),
+    )
+    .await;
+    issue(
+        &*store,
+        &one_time(2, bob.id, TokenPurpose::PasswordReset, &bob.email, t0),
+    )
+    .await;
     assert_eq!(db.query_i64("SELECT COUNT(*) FROM sessions").await, 3);
     assert_eq!(db.query_i64("SELECT COUNT(*) FROM refresh_tokens").await, 4);
 
@@ -575,8 +690,10 @@ async fn delete_user_cascades_to_sessions_and_tokens(backend: Backend) {
     assert_eq!(db.query_i64("SELECT COUNT(*) FROM refresh_tokens").await, 1);
     assert_eq!(
         db.query_i64("SELECT COUNT(*) FROM one_time_tokens").await,
-        0
+        1
     );
+    assert_eq!(used_at(&db, &token(1)).await, None, "alice's token is gone");
+    assert_eq!(used_at(&db, &token(2)).await, Some(None), "bob's stays");
     assert_eq!(find_token(&*store, &token(1)).await, None);
     assert_eq!(find_token(&*store, &token(3)).await, None);
     assert_eq!(
@@ -1292,6 +1409,1072 @@ async fn revoke_user_sessions_keeps_the_given_one(backend: Backend) {
     assert_eq!(
         store.list_live_sessions(bob.id, t1).await.expect("list"),
         vec![bobs]
+    );
+    finish(db, store).await;
+}
+
+// ---- emailed single-use tokens -----------------------------------------------------------
+
+async fn find_one_time_token_ignores_used_expired_and_other_purposes(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let bob = create_user(&*store, "bob@example.com", t0).await;
+    let reset_token = one_time(1, alice.id, TokenPurpose::PasswordReset, &alice.email, t0);
+    let verification = one_time(
+        2,
+        alice.id,
+        TokenPurpose::EmailVerification,
+        &alice.email,
+        t0,
+    );
+    let change = one_time(
+        3,
+        alice.id,
+        TokenPurpose::EmailChange,
+        "Alice.New@Example.com",
+        t0,
+    );
+    let bobs = one_time(
+        4,
+        bob.id,
+        TokenPurpose::PasswordReset,
+        &bob.email,
+        t0 + TimeDelta::seconds(1),
+    );
+    for issued in [&reset_token, &verification, &change, &bobs] {
+        issue(&*store, issued).await;
+    }
+    let t1 = t0 + TimeDelta::minutes(1);
+
+    // Every purpose round-trips, with every field.
+    for issued in [&reset_token, &verification, &change, &bobs] {
+        assert_eq!(
+            find_one_time(&*store, &issued.token_hash, issued.purpose, t1).await,
+            Some(expected_one_time(issued)),
+            "{:?}",
+            issued.purpose
+        );
+    }
+
+    // Asked for with another purpose: not found.
+    for (n, purpose) in [
+        (1, TokenPurpose::EmailVerification),
+        (1, TokenPurpose::EmailChange),
+        (2, TokenPurpose::PasswordReset),
+        (2, TokenPurpose::EmailChange),
+        (3, TokenPurpose::EmailVerification),
+        (3, TokenPurpose::PasswordReset),
+    ] {
+        assert_eq!(
+            find_one_time(&*store, &token(n), purpose, t1).await,
+            None,
+            "token {n} as {purpose:?}"
+        );
+    }
+
+    // Found until just before `expires_at`, not at it.
+    let just_before = reset_token.expires_at - TimeDelta::microseconds(1);
+    assert_eq!(
+        find_one_time(&*store, &token(1), TokenPurpose::PasswordReset, just_before).await,
+        Some(expected_one_time(&reset_token))
+    );
+    assert_eq!(
+        find_one_time(
+            &*store,
+            &token(1),
+            TokenPurpose::PasswordReset,
+            reset_token.expires_at
+        )
+        .await,
+        None,
+        "expired"
+    );
+    assert_eq!(
+        find_one_time(&*store, &token(99), TokenPurpose::PasswordReset, t1).await,
+        None,
+        "unknown"
+    );
+
+    // Used: no longer found; the others still are.
+    assert!(
+        reset(&*store, &token(1), "$argon2id$new", t1)
+            .await
+            .is_some()
+    );
+    assert_eq!(
+        find_one_time(&*store, &token(1), TokenPurpose::PasswordReset, t1).await,
+        None,
+        "used"
+    );
+    assert_eq!(
+        find_one_time(&*store, &token(2), TokenPurpose::EmailVerification, t1).await,
+        Some(expected_one_time(&verification))
+    );
+    assert_eq!(
+        find_one_time(&*store, &token(4), TokenPurpose::PasswordReset, t1).await,
+        Some(expected_one_time(&bobs))
+    );
+    finish(db, store).await;
+}
+
+async fn one_time_tokens_are_single_use(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    issue(
+        &*store,
+        &one_time(1, alice.id, TokenPurpose::PasswordReset, &alice.email, t0),
+    )
+    .await;
+    issue(
+        &*store,
+        &one_time(
+            2,
+            alice.id,
+            TokenPurpose::EmailVerification,
+            &alice.email,
+            t0,
+        ),
+    )
+    .await;
+    let t1 = t0 + TimeDelta::minutes(1);
+    let t2 = t1 + TimeDelta::seconds(1);
+
+    let after_reset = UserRecord {
+        updated_at: t1,
+        ..alice.clone()
+    };
+    assert_eq!(
+        reset(&*store, &token(1), "$argon2id$first", t1).await,
+        Some(after_reset.clone())
+    );
+    assert_eq!(
+        reset(&*store, &token(1), "$argon2id$second", t2).await,
+        None,
+        "a used reset token"
+    );
+    assert_eq!(password_hash_of(&*store, alice.id).await, "$argon2id$first");
+    assert_eq!(
+        store.find_user(alice.id).await.expect("find"),
+        Some(after_reset.clone())
+    );
+    assert_eq!(used_at(&db, &token(1)).await, Some(Some(t1)));
+
+    let verified = UserRecord {
+        email_verified: true,
+        ..after_reset
+    };
+    assert_eq!(
+        confirm(&*store, &token(2), t1).await,
+        EmailConfirmation::Verified {
+            user: verified.clone()
+        }
+    );
+    assert_eq!(
+        confirm(&*store, &token(2), t2).await,
+        EmailConfirmation::Invalid,
+        "a used verification token"
+    );
+    assert_eq!(used_at(&db, &token(2)).await, Some(Some(t1)));
+    assert_eq!(
+        store.find_user(alice.id).await.expect("find"),
+        Some(verified)
+    );
+    finish(db, store).await;
+}
+
+async fn a_newer_token_retires_the_older_one_of_the_same_purpose(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let bob = create_user(&*store, "bob@example.com", t0).await;
+    let older = one_time(1, alice.id, TokenPurpose::PasswordReset, &alice.email, t0);
+    let verification = one_time(
+        2,
+        alice.id,
+        TokenPurpose::EmailVerification,
+        &alice.email,
+        t0,
+    );
+    let bobs = one_time(3, bob.id, TokenPurpose::PasswordReset, &bob.email, t0);
+    for issued in [&older, &verification, &bobs] {
+        issue(&*store, issued).await;
+    }
+
+    let t1 = t0 + TimeDelta::minutes(1);
+    let newer = one_time(4, alice.id, TokenPurpose::PasswordReset, &alice.email, t1);
+    issue(&*store, &newer).await;
+
+    assert_eq!(used_at(&db, &token(1)).await, Some(Some(t1)), "retired");
+    assert_eq!(used_at(&db, &token(2)).await, Some(None), "another purpose");
+    assert_eq!(used_at(&db, &token(3)).await, Some(None), "another user");
+    assert_eq!(used_at(&db, &token(4)).await, Some(None));
+    assert_eq!(
+        find_one_time(&*store, &token(1), TokenPurpose::PasswordReset, t1).await,
+        None
+    );
+    assert_eq!(
+        find_one_time(&*store, &token(4), TokenPurpose::PasswordReset, t1).await,
+        Some(expected_one_time(&newer))
+    );
+
+    let t2 = t1 + TimeDelta::minutes(1);
+    assert_eq!(
+        reset(&*store, &token(1), "$argon2id$older", t2).await,
+        None,
+        "only the newest link works"
+    );
+    assert_eq!(
+        password_hash_of(&*store, alice.id).await,
+        new_user("", None, t0).password_hash
+    );
+    assert_eq!(
+        reset(&*store, &token(4), "$argon2id$newer", t2).await,
+        Some(UserRecord {
+            updated_at: t2,
+            ..alice.clone()
+        })
+    );
+    // A token already retired keeps the time it was retired at.
+    assert_eq!(used_at(&db, &token(1)).await, Some(Some(t1)));
+
+    // Likewise for another purpose, independently.
+    let t3 = t2 + TimeDelta::minutes(1);
+    let newer_verification = one_time(
+        5,
+        alice.id,
+        TokenPurpose::EmailVerification,
+        &alice.email,
+        t3,
+    );
+    issue(&*store, &newer_verification).await;
+    assert_eq!(used_at(&db, &token(2)).await, Some(Some(t3)));
+    assert_eq!(used_at(&db, &token(3)).await, Some(None));
+    assert_eq!(
+        find_one_time(&*store, &token(5), TokenPurpose::EmailVerification, t3).await,
+        Some(expected_one_time(&newer_verification))
+    );
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM one_time_tokens WHERE used_at IS NULL")
+            .await,
+        2
+    );
+    finish(db, store).await;
+}
+
+async fn expired_one_time_tokens_are_refused(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let reset_token = one_time(1, alice.id, TokenPurpose::PasswordReset, &alice.email, t0);
+    let verification = one_time(
+        2,
+        alice.id,
+        TokenPurpose::EmailVerification,
+        &alice.email,
+        t0,
+    );
+    issue(&*store, &reset_token).await;
+    issue(&*store, &verification).await;
+    let original_hash = password_hash_of(&*store, alice.id).await;
+
+    let expiry = reset_token.expires_at;
+    assert_eq!(
+        reset(&*store, &token(1), "$argon2id$late", expiry).await,
+        None
+    );
+    assert_eq!(
+        confirm(&*store, &token(2), expiry).await,
+        EmailConfirmation::Invalid
+    );
+    assert_eq!(password_hash_of(&*store, alice.id).await, original_hash);
+    assert_eq!(
+        store.find_user(alice.id).await.expect("find"),
+        Some(alice.clone())
+    );
+    assert_eq!(used_at(&db, &token(1)).await, Some(None));
+    assert_eq!(used_at(&db, &token(2)).await, Some(None));
+
+    // A microsecond earlier, both still work.
+    let just_before = expiry - TimeDelta::microseconds(1);
+    let after_reset = UserRecord {
+        updated_at: just_before,
+        ..alice.clone()
+    };
+    assert_eq!(
+        reset(&*store, &token(1), "$argon2id$in-time", just_before).await,
+        Some(after_reset.clone())
+    );
+    assert_eq!(
+        confirm(&*store, &token(2), just_before).await,
+        EmailConfirmation::Verified {
+            user: UserRecord {
+                email_verified: true,
+                ..after_reset
+            }
+        }
+    );
+    assert_eq!(
+        password_hash_of(&*store, alice.id).await,
+        "$argon2id$in-time"
+    );
+    finish(db, store).await;
+}
+
+async fn reset_password_revokes_every_session_and_retires_other_reset_tokens(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let bob = create_user(&*store, "bob@example.com", t0).await;
+    let first = create_session(&*store, &new_session(alice.id, &token(11), t0)).await;
+    let second = create_session(&*store, &new_session(alice.id, &token(12), t0)).await;
+    let earlier = t0 + TimeDelta::seconds(1);
+    let revoked = create_session(&*store, &new_session(alice.id, &token(13), t0)).await;
+    assert!(
+        store
+            .revoke_session(alice.id, revoked.id, earlier)
+            .await
+            .expect("revoke")
+    );
+    let short = NewSession {
+        expires_at: t0 + TimeDelta::seconds(30),
+        ..new_session(alice.id, &token(14), t0)
+    };
+    create_session(&*store, &short).await;
+    let bobs = create_session(&*store, &new_session(bob.id, &token(15), t0)).await;
+
+    issue(
+        &*store,
+        &one_time(1, alice.id, TokenPurpose::PasswordReset, &alice.email, t0),
+    )
+    .await;
+    issue(
+        &*store,
+        &one_time(
+            2,
+            alice.id,
+            TokenPurpose::EmailVerification,
+            &alice.email,
+            t0,
+        ),
+    )
+    .await;
+    issue(
+        &*store,
+        &one_time(3, bob.id, TokenPurpose::PasswordReset, &bob.email, t0),
+    )
+    .await;
+    // Issuing retires the older reset token, so only a race leaves a user two unused ones:
+    // copy alice's under the hash 0x05.
+    let copied = db
+        .execute(match backend {
+            Backend::Sqlite => {
+                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, created_at, \
+                 expires_at) SELECT X'05', user_id, purpose, email, created_at, expires_at \
+                 FROM one_time_tokens WHERE purpose = 'password_reset' AND email = \
+                 'alice@example.com'"
+            }
+            Backend::Postgres => {
+                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, created_at, \
+                 expires_at) SELECT decode('05', 'hex'), user_id, purpose, email, created_at, \
+                 expires_at FROM one_time_tokens WHERE purpose = 'password_reset' AND email = \
+                 'alice@example.com'"
+            }
+        })
+        .await;
+    assert_eq!(copied, 1);
+    assert_eq!(used_at(&db, &[5]).await, Some(None));
+
+    let t1 = t0 + TimeDelta::minutes(1);
+    assert_eq!(
+        reset(&*store, &token(1), "$argon2id$reset", t1).await,
+        Some(UserRecord {
+            updated_at: t1,
+            ..alice.clone()
+        })
+    );
+    assert_eq!(password_hash_of(&*store, alice.id).await, "$argon2id$reset");
+
+    // Every live session is revoked now; one revoked earlier keeps its time, an expired one
+    // is left alone; bob's is untouched.
+    assert_eq!(
+        store.list_live_sessions(alice.id, t1).await.expect("list"),
+        vec![]
+    );
+    let session_of = |n: u8| {
+        let store = Arc::clone(&store);
+        async move { find_token(&*store, &token(n)).await.expect("found").session }
+    };
+    assert_eq!(
+        session_of(11).await,
+        SessionRecord {
+            revoked_at: Some(t1),
+            ..first
+        }
+    );
+    assert_eq!(
+        session_of(12).await,
+        SessionRecord {
+            revoked_at: Some(t1),
+            ..second
+        }
+    );
+    assert_eq!(session_of(13).await.revoked_at, Some(earlier));
+    assert_eq!(
+        session_of(14).await.revoked_at,
+        None,
+        "expired, not revoked"
+    );
+    assert_eq!(
+        store.list_live_sessions(bob.id, t1).await.expect("list"),
+        vec![bobs]
+    );
+
+    // The other reset token is retired; other purposes and other users are not.
+    assert_eq!(used_at(&db, &token(1)).await, Some(Some(t1)));
+    assert_eq!(used_at(&db, &[5]).await, Some(Some(t1)));
+    assert_eq!(used_at(&db, &token(2)).await, Some(None));
+    assert_eq!(used_at(&db, &token(3)).await, Some(None));
+    assert_eq!(reset(&*store, &[5], "$argon2id$again", t1).await, None);
+    assert_eq!(password_hash_of(&*store, alice.id).await, "$argon2id$reset");
+    finish(db, store).await;
+}
+
+async fn twenty_concurrent_resets_with_one_token_succeed_once(backend: Backend) {
+    const CALLS: usize = 20;
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let session = create_session(&*store, &new_session(alice.id, &token(11), t0)).await;
+    issue(
+        &*store,
+        &one_time(1, alice.id, TokenPurpose::PasswordReset, &alice.email, t0),
+    )
+    .await;
+    let t1 = t0 + TimeDelta::minutes(1);
+
+    warm_up(&*store, 8).await;
+
+    // Every call sets its own password, as concurrent requests would.
+    let barrier = Arc::new(Barrier::new(CALLS));
+    let calls = (0..CALLS).map(|i| {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .reset_password(&token(1), &format!("$argon2id$call-{i}"), t1)
+                .await
+        })
+    });
+    let outcomes: Vec<Option<UserRecord>> = join_all(calls)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("the task completes").expect("reset"))
+        .collect();
+
+    let winners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, outcome)| outcome.is_some())
+        .map(|(index, _)| index)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one call resets: {outcomes:?}");
+    let winner = winners[0];
+    assert_eq!(
+        outcomes[winner],
+        Some(UserRecord {
+            updated_at: t1,
+            ..alice
+        })
+    );
+    assert_eq!(
+        password_hash_of(&*store, alice.id).await,
+        format!("$argon2id$call-{winner}")
+    );
+    assert_eq!(used_at(&db, &token(1)).await, Some(Some(t1)));
+    assert_eq!(
+        find_token(&*store, &token(11))
+            .await
+            .expect("found")
+            .session,
+        SessionRecord {
+            revoked_at: Some(t1),
+            ..session
+        }
+    );
+    finish(db, store).await;
+}
+
+async fn twenty_concurrent_email_confirmations_with_one_token_succeed_once(backend: Backend) {
+    const CALLS: usize = 20;
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let change = ProfileChange {
+        username: None,
+        pending_email: Some(Some("Alice.New@Example.com".to_owned())),
+    };
+    let pending = store
+        .update_profile(alice.id, change, t0)
+        .await
+        .expect("update")
+        .expect("alice exists");
+    issue(
+        &*store,
+        &one_time(
+            1,
+            alice.id,
+            TokenPurpose::EmailChange,
+            "Alice.New@Example.com",
+            t0,
+        ),
+    )
+    .await;
+    let t1 = t0 + TimeDelta::minutes(1);
+
+    warm_up(&*store, 8).await;
+
+    let barrier = Arc::new(Barrier::new(CALLS));
+    let calls = (0..CALLS).map(|_| {
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tokio::spawn(async move {
+            barrier.wait().await;
+            store.confirm_email(&token(1), t1).await
+        })
+    });
+    let outcomes: Vec<EmailConfirmation> = join_all(calls)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("the task completes").expect("confirm"))
+        .collect();
+
+    let changed = EmailConfirmation::Changed {
+        user: UserRecord {
+            email: "Alice.New@Example.com".to_owned(),
+            email_verified: true,
+            pending_email: None,
+            updated_at: t1,
+            ..pending
+        },
+        previous_email: "alice@example.com".to_owned(),
+    };
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|outcome| **outcome == changed)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|outcome| **outcome == EmailConfirmation::Invalid)
+            .count(),
+        CALLS - 1,
+        "{outcomes:?}"
+    );
+    assert_eq!(used_at(&db, &token(1)).await, Some(Some(t1)));
+    finish(db, store).await;
+}
+
+async fn confirm_email_verifies_only_the_current_address(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "Alice@Example.com", t0).await;
+    assert!(!alice.email_verified);
+
+    // A link to an address that is not (or no longer) hers: refused, and not used up.
+    issue(
+        &*store,
+        &one_time(
+            1,
+            alice.id,
+            TokenPurpose::EmailVerification,
+            "alice@old.example",
+            t0,
+        ),
+    )
+    .await;
+    let t1 = t0 + TimeDelta::minutes(1);
+    assert_eq!(
+        confirm(&*store, &token(1), t1).await,
+        EmailConfirmation::Invalid
+    );
+    assert_eq!(used_at(&db, &token(1)).await, Some(None));
+    assert_eq!(
+        store.find_user(alice.id).await.expect("find"),
+        Some(alice.clone())
+    );
+
+    // A reset token confirms nothing, and is not used up by trying.
+    issue(
+        &*store,
+        &one_time(2, alice.id, TokenPurpose::PasswordReset, &alice.email, t0),
+    )
+    .await;
+    assert_eq!(
+        confirm(&*store, &token(2), t1).await,
+        EmailConfirmation::Invalid
+    );
+    assert_eq!(used_at(&db, &token(2)).await, Some(None));
+    assert_eq!(
+        confirm(&*store, &token(99), t1).await,
+        EmailConfirmation::Invalid,
+        "unknown"
+    );
+
+    // Her address in another case: the one that counts.
+    issue(
+        &*store,
+        &one_time(
+            3,
+            alice.id,
+            TokenPurpose::EmailVerification,
+            "ALICE@example.com",
+            t1,
+        ),
+    )
+    .await;
+    assert_eq!(
+        reset(&*store, &token(3), "$argon2id$x", t1).await,
+        None,
+        "a verification token resets nothing"
+    );
+    assert_eq!(used_at(&db, &token(3)).await, Some(None));
+    let t2 = t1 + TimeDelta::minutes(1);
+    let verified = UserRecord {
+        email_verified: true,
+        updated_at: t2,
+        ..alice
+    };
+    assert_eq!(
+        confirm(&*store, &token(3), t2).await,
+        EmailConfirmation::Verified {
+            user: verified.clone()
+        }
+    );
+    assert_eq!(
+        store.find_user(verified.id).await.expect("find"),
+        Some(verified)
+    );
+    assert_eq!(used_at(&db, &token(3)).await, Some(Some(t2)));
+    assert_eq!(
+        used_at(&db, &token(1)).await,
+        Some(Some(t1)),
+        "retired by the newer link"
+    );
+    assert_eq!(used_at(&db, &token(2)).await, Some(None), "reset untouched");
+    finish(db, store).await;
+}
+
+async fn confirm_email_change_moves_the_address_and_kills_old_tokens(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let bob = create_user(&*store, "bob@example.com", t0).await;
+    let session = create_session(&*store, &new_session(alice.id, &token(11), t0)).await;
+    let change = ProfileChange {
+        username: None,
+        pending_email: Some(Some("Alice.New@Example.com".to_owned())),
+    };
+    let pending = store
+        .update_profile(alice.id, change, t0)
+        .await
+        .expect("update")
+        .expect("alice exists");
+
+    // A change link to another address than the pending one: refused, not used up.
+    issue(
+        &*store,
+        &one_time(
+            5,
+            alice.id,
+            TokenPurpose::EmailChange,
+            "other@example.com",
+            t0,
+        ),
+    )
+    .await;
+    assert_eq!(
+        confirm(&*store, &token(5), t0 + TimeDelta::seconds(1)).await,
+        EmailConfirmation::Invalid
+    );
+    assert_eq!(used_at(&db, &token(5)).await, Some(None));
+    assert_eq!(
+        store.find_user(alice.id).await.expect("find"),
+        Some(pending.clone())
+    );
+
+    let issued_at = t0 + TimeDelta::seconds(2);
+    for issued in [
+        one_time(
+            1,
+            alice.id,
+            TokenPurpose::PasswordReset,
+            &alice.email,
+            issued_at,
+        ),
+        one_time(
+            2,
+            alice.id,
+            TokenPurpose::EmailVerification,
+            &alice.email,
+            issued_at,
+        ),
+        one_time(
+            3,
+            alice.id,
+            TokenPurpose::EmailChange,
+            "Alice.New@Example.com",
+            issued_at,
+        ),
+        one_time(
+            4,
+            bob.id,
+            TokenPurpose::PasswordReset,
+            &bob.email,
+            issued_at,
+        ),
+    ] {
+        issue(&*store, &issued).await;
+    }
+
+    let t1 = t0 + TimeDelta::minutes(1);
+    let moved = UserRecord {
+        email: "Alice.New@Example.com".to_owned(),
+        email_verified: true,
+        pending_email: None,
+        updated_at: t1,
+        ..pending
+    };
+    assert_eq!(
+        confirm(&*store, &token(3), t1).await,
+        EmailConfirmation::Changed {
+            user: moved.clone(),
+            previous_email: "alice@example.com".to_owned()
+        }
+    );
+    assert_eq!(
+        store.find_user(alice.id).await.expect("find"),
+        Some(moved.clone())
+    );
+    // The key is the new address lowercased; the old one no longer finds her.
+    let by_new_key = store
+        .find_credentials_by_email_key("alice.new@example.com")
+        .await
+        .expect("find")
+        .expect("found by the new key");
+    assert_eq!(by_new_key.user, moved);
+    assert!(
+        store
+            .find_credentials_by_email_key("alice@example.com")
+            .await
+            .expect("find")
+            .is_none()
+    );
+
+    // Every token bound to the old address is retired; a token retired before keeps its
+    // time; bob's is untouched. Sessions are not an email change's business.
+    assert_eq!(used_at(&db, &token(1)).await, Some(Some(t1)));
+    assert_eq!(used_at(&db, &token(2)).await, Some(Some(t1)));
+    assert_eq!(used_at(&db, &token(3)).await, Some(Some(t1)));
+    assert_eq!(used_at(&db, &token(5)).await, Some(Some(issued_at)));
+    assert_eq!(used_at(&db, &token(4)).await, Some(None));
+    assert_eq!(
+        store.list_live_sessions(alice.id, t1).await.expect("list"),
+        vec![session]
+    );
+    assert_eq!(
+        confirm(&*store, &token(3), t1 + TimeDelta::seconds(1)).await,
+        EmailConfirmation::Invalid,
+        "used"
+    );
+    // The old address is free for someone else.
+    create_user(&*store, "ALICE@example.com", t1).await;
+    finish(db, store).await;
+}
+
+async fn confirm_email_change_to_a_taken_address_changes_nothing(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let change = ProfileChange {
+        username: None,
+        pending_email: Some(Some("Bob@Example.com".to_owned())),
+    };
+    let pending = store
+        .update_profile(alice.id, change, t0)
+        .await
+        .expect("update")
+        .expect("alice exists");
+    issue(
+        &*store,
+        &one_time(
+            1,
+            alice.id,
+            TokenPurpose::EmailChange,
+            "Bob@Example.com",
+            t0,
+        ),
+    )
+    .await;
+    issue(
+        &*store,
+        &one_time(2, alice.id, TokenPurpose::PasswordReset, &alice.email, t0),
+    )
+    .await;
+    // Meanwhile, someone registers the address.
+    let bob = create_user(&*store, "bob@example.com", t0).await;
+
+    let t1 = t0 + TimeDelta::minutes(1);
+    assert_eq!(
+        confirm(&*store, &token(1), t1).await,
+        EmailConfirmation::EmailTaken
+    );
+    assert_eq!(
+        store.find_user(alice.id).await.expect("find"),
+        Some(pending.clone())
+    );
+    assert_eq!(used_at(&db, &token(1)).await, Some(None), "not used up");
+    assert_eq!(used_at(&db, &token(2)).await, Some(None));
+    assert_eq!(
+        store
+            .find_credentials_by_email_key("bob@example.com")
+            .await
+            .expect("find")
+            .expect("found")
+            .user,
+        bob
+    );
+
+    // The same link works once the address is free again.
+    assert!(store.delete_user(bob.id).await.expect("delete"));
+    let t2 = t1 + TimeDelta::minutes(1);
+    assert_eq!(
+        confirm(&*store, &token(1), t2).await,
+        EmailConfirmation::Changed {
+            user: UserRecord {
+                email: "Bob@Example.com".to_owned(),
+                email_verified: true,
+                pending_email: None,
+                updated_at: t2,
+                ..pending
+            },
+            previous_email: "alice@example.com".to_owned()
+        }
+    );
+    assert_eq!(used_at(&db, &token(2)).await, Some(Some(t2)));
+    finish(db, store).await;
+}
+
+async fn change_password_keeps_only_the_given_session(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let bob = create_user(&*store, "bob@example.com", t0).await;
+    let keep = create_session(&*store, &new_session(alice.id, &token(11), t0)).await;
+    let other = create_session(&*store, &new_session(alice.id, &token(12), t0)).await;
+    let bobs = create_session(&*store, &new_session(bob.id, &token(13), t0)).await;
+    issue(
+        &*store,
+        &one_time(1, alice.id, TokenPurpose::PasswordReset, &alice.email, t0),
+    )
+    .await;
+    issue(
+        &*store,
+        &one_time(
+            2,
+            alice.id,
+            TokenPurpose::EmailVerification,
+            &alice.email,
+            t0,
+        ),
+    )
+    .await;
+    issue(
+        &*store,
+        &one_time(3, bob.id, TokenPurpose::PasswordReset, &bob.email, t0),
+    )
+    .await;
+    let t1 = t0 + TimeDelta::minutes(1);
+
+    assert!(
+        store
+            .change_password(alice.id, "$argon2id$changed", keep.id, t1)
+            .await
+            .expect("change")
+    );
+    assert_eq!(
+        password_hash_of(&*store, alice.id).await,
+        "$argon2id$changed"
+    );
+    assert_eq!(
+        store.find_user(alice.id).await.expect("find"),
+        Some(UserRecord {
+            updated_at: t1,
+            ..alice.clone()
+        })
+    );
+    assert_eq!(
+        store.list_live_sessions(alice.id, t1).await.expect("list"),
+        vec![keep]
+    );
+    assert_eq!(
+        find_token(&*store, &token(12))
+            .await
+            .expect("found")
+            .session,
+        SessionRecord {
+            revoked_at: Some(t1),
+            ..other
+        }
+    );
+    assert_eq!(
+        store.list_live_sessions(bob.id, t1).await.expect("list"),
+        vec![bobs]
+    );
+    assert_eq!(used_at(&db, &token(1)).await, Some(Some(t1)));
+    assert_eq!(used_at(&db, &token(2)).await, Some(None));
+    assert_eq!(used_at(&db, &token(3)).await, Some(None));
+
+    assert!(
+        !store
+            .change_password(Uuid::now_v7(), "$argon2id$nobody", Uuid::now_v7(), t1)
+            .await
+            .expect("change"),
+        "no such user"
+    );
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM sessions WHERE revoked_at IS NOT NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        password_hash_of(&*store, bob.id).await,
+        new_user("", None, t0).password_hash
+    );
+    finish(db, store).await;
+}
+
+/// The token methods lock the user row before its tokens and sessions (PostgreSQL), so
+/// racing `delete_user` (user, then its sessions and tokens) and rotations (a session, then
+/// its refresh tokens) they never deadlock: every call returns `Ok`. A deadlock would show
+/// as a database error (PostgreSQL aborts one of the transactions).
+async fn token_methods_racing_deletion_and_rotation_never_fail(backend: Backend) {
+    const ROUNDS: u8 = 8;
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    warm_up(&*store, 8).await;
+    let t0 = now();
+    for round in 0..ROUNDS {
+        let base = round * 20;
+        let email = format!("user{round}@example.com");
+        let user = create_user(&*store, &email, t0).await;
+        let new_email = format!("new{round}@example.com");
+        let change = ProfileChange {
+            username: None,
+            pending_email: Some(Some(new_email.clone())),
+        };
+        store
+            .update_profile(user.id, change, t0)
+            .await
+            .expect("update");
+        let keep = create_session(&*store, &new_session(user.id, &token(base + 1), t0)).await;
+        create_session(&*store, &new_session(user.id, &token(base + 2), t0)).await;
+        issue(
+            &*store,
+            &one_time(base + 3, user.id, TokenPurpose::PasswordReset, &email, t0),
+        )
+        .await;
+        issue(
+            &*store,
+            &one_time(base + 4, user.id, TokenPurpose::EmailChange, &new_email, t0),
+        )
+        .await;
+        let t1 = t0 + TimeDelta::minutes(1);
+
+        let barrier = Arc::new(Barrier::new(7));
+        let mut calls = Vec::new();
+        let spawn = |call: futures::future::BoxFuture<'static, Result<(), StoreError>>| {
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                call.await
+            })
+        };
+        let s = Arc::clone(&store);
+        calls.push(spawn(Box::pin(async move {
+            s.reset_password(&token(base + 3), "$argon2id$reset", t1)
+                .await
+                .map(drop)
+        })));
+        let s = Arc::clone(&store);
+        calls.push(spawn(Box::pin(async move {
+            s.confirm_email(&token(base + 4), t1).await.map(drop)
+        })));
+        let s = Arc::clone(&store);
+        let user_id = user.id;
+        calls.push(spawn(Box::pin(async move {
+            s.change_password(user_id, "$argon2id$changed", keep.id, t1)
+                .await
+                .map(drop)
+        })));
+        for n in [1, 2] {
+            let s = Arc::clone(&store);
+            calls.push(spawn(Box::pin(async move {
+                s.rotate_refresh_token(rotation(&token(base + n), &token(base + 10 + n), t1))
+                    .await
+                    .map(drop)
+            })));
+        }
+        let s = Arc::clone(&store);
+        calls.push(spawn(Box::pin(async move {
+            s.revoke_user_sessions(user_id, None, t1).await.map(drop)
+        })));
+        let s = Arc::clone(&store);
+        calls.push(spawn(Box::pin(async move {
+            s.delete_user(user_id).await.map(drop)
+        })));
+        for (index, joined) in join_all(calls).await.into_iter().enumerate() {
+            if let Err(error) = joined.expect("the task completes") {
+                panic!("round {round}, call {index} failed: {error:?}");
+            }
+        }
+        assert_eq!(store.find_user(user.id).await.expect("find"), None);
+    }
+    assert_eq!(db.query_i64("SELECT COUNT(*) FROM users").await, 0);
+    assert_eq!(db.query_i64("SELECT COUNT(*) FROM sessions").await, 0);
+    assert_eq!(db.query_i64("SELECT COUNT(*) FROM refresh_tokens").await, 0);
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM one_time_tokens").await,
+        0
     );
     finish(db, store).await;
 }

@@ -1,7 +1,9 @@
 //! Handlers, one file per resource, with their request and response types.
 
 pub mod auth;
+pub mod email;
 pub mod health;
 pub mod internal;
 pub mod me;
+pub mod password;
 pub mod sessions;

@@ -4,6 +4,7 @@ mod accounts;
 mod browser;
 mod conventions;
 mod internal;
+mod mail;
 mod process;
 mod sessions;
 mod tokens;

@@ -179,6 +179,92 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
         );
     }
     assert!(stdout.contains("servauth listening"));
+    assert!(
+        stdout.contains("email not sent: no SMTP server configured")
+            && stdout.contains("/verify-email?token="),
+        "without SMTP, mail and its link go to the log for local development"
+    );
+}
+
+#[tokio::test]
+async fn a_mail_server_that_is_down_is_retried_and_logged_while_the_api_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, closed) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("smtp.db").display()),
+        )
+        .env("SERVAUTH_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SERVAUTH_SMTP_URL", format!("smtp://127.0.0.1:{closed}"))
+        .env("SERVAUTH_ARGON2_MEMORY_KIB", "64")
+        .env("SERVAUTH_ARGON2_ITERATIONS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/health")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let register = client
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        register.status(),
+        201,
+        "the API answers whatever the mail server does"
+    );
+    let forgot = client
+        .post(format!("{base}/auth/password/forgot"))
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forgot.status(), 202);
+    // Four attempts, 0.5 s + 1 s + 2 s apart.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let stdout = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let retried = lines
+        .iter()
+        .filter(|line| line["message"] == "email delivery failed; retrying")
+        .count();
+    let given_up: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "email delivery failed; giving up")
+        .collect();
+    assert_eq!(
+        retried, 6,
+        "three retries for each of the two messages: {stdout}"
+    );
+    assert_eq!(given_up.len(), 2, "{stdout}");
+    assert!(
+        given_up
+            .iter()
+            .all(|line| line["level"] == "ERROR" && line["attempts"] == 4)
+    );
+    assert!(
+        !stdout.contains("token="),
+        "with SMTP configured, links are not logged"
+    );
 }
 
 #[test]

@@ -1,0 +1,129 @@
+//! The emailed links: password reset, address verification and confirmation of a change.
+
+use secrecy::SecretString;
+
+use super::tokens::token_hash;
+use super::{Accounts, AuthError, Caller, Email, FieldError};
+use crate::store::{EmailConfirmation, TokenPurpose};
+
+impl Accounts {
+    /// Starts a password reset for an address. Answers at once and the same way whether or
+    /// not an account has that address: the lookup, the token and the mail happen in the
+    /// background, so neither the answer nor its timing tells.
+    pub fn forgot_password(&self, email: Option<String>) -> Result<(), AuthError> {
+        let raw =
+            email.ok_or_else(|| AuthError::Validation(vec![FieldError::required("email")]))?;
+        let email =
+            Email::parse(&raw, "email").map_err(|error| AuthError::Validation(vec![error]))?;
+        let accounts = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = accounts.send_reset_link(&email).await {
+                tracing::error!(error = format!("{error:#}"), "password reset link not sent");
+            }
+        });
+        Ok(())
+    }
+
+    async fn send_reset_link(&self, email: &Email) -> Result<(), AuthError> {
+        let Some(found) = self
+            .store
+            .find_credentials_by_email_key(email.key())
+            .await?
+        else {
+            tracing::info!("password reset asked for an address without an account");
+            return Ok(());
+        };
+        let user = found.user;
+        let ttl = self.mail.reset_ttl;
+        let token = self
+            .issue_token(user.id, TokenPurpose::PasswordReset, &user.email, ttl)
+            .await?;
+        self.mail_with_link(self.mail.templates.reset_password(&user.email, &token, ttl));
+        tracing::info!(user.id = %user.id, "password reset link issued");
+        Ok(())
+    }
+
+    /// Sets a new password with a reset link's token. The token must be unused and
+    /// unexpired; a password the policy rejects is 422 and leaves the token usable. On
+    /// success every session of the account ends and a notice is mailed.
+    pub async fn reset_password(
+        &self,
+        token: Option<String>,
+        password: Option<SecretString>,
+    ) -> Result<(), AuthError> {
+        let (Some(token), Some(password)) = (token.as_ref(), password) else {
+            return Err(AuthError::Validation(FieldError::missing(&[
+                ("token", token.is_none()),
+                ("password", true),
+            ])));
+        };
+        let hash = token_hash(token);
+        let now = self.clock.now();
+        let pending = self
+            .store
+            .find_one_time_token(&hash, TokenPurpose::PasswordReset, now)
+            .await?
+            .ok_or(AuthError::UnusableLinkToken)?;
+        let user = self
+            .store
+            .find_user(pending.user_id)
+            .await?
+            .ok_or(AuthError::UnusableLinkToken)?;
+        let email = Email::parse(&user.email, "email").ok();
+        let password = self
+            .check_policy(password, email, "password")
+            .await?
+            .map_err(AuthError::Validation)?;
+        let password_hash = self.hashing.hash(password).await?;
+        let user = self
+            .store
+            .reset_password(&hash, &password_hash, self.clock.now())
+            .await?
+            .ok_or(AuthError::UnusableLinkToken)?;
+        tracing::info!(user.id = %user.id, "password reset; every session revoked");
+        self.mail
+            .mailer
+            .send(self.mail.templates.password_changed(&user.email));
+        Ok(())
+    }
+
+    /// Uses a verification or email-change link's token.
+    pub async fn verify_email(&self, token: Option<String>) -> Result<(), AuthError> {
+        let token =
+            token.ok_or_else(|| AuthError::Validation(vec![FieldError::required("token")]))?;
+        match self
+            .store
+            .confirm_email(&token_hash(&token), self.clock.now())
+            .await?
+        {
+            EmailConfirmation::Verified { user } => {
+                tracing::info!(user.id = %user.id, "email verified");
+                Ok(())
+            }
+            EmailConfirmation::Changed {
+                user,
+                previous_email,
+            } => {
+                tracing::info!(user.id = %user.id, "email changed");
+                self.mail.mailer.send(
+                    self.mail
+                        .templates
+                        .email_changed(&previous_email, &user.email),
+                );
+                Ok(())
+            }
+            EmailConfirmation::EmailTaken => Err(AuthError::EmailTaken),
+            EmailConfirmation::Invalid => Err(AuthError::UnusableLinkToken),
+        }
+    }
+
+    /// Mails a fresh verification link (the older ones stop working). Nothing is sent for
+    /// an address that is already verified.
+    pub async fn resend_verification(&self, caller: &Caller) -> Result<(), AuthError> {
+        if caller.user.email_verified {
+            tracing::info!(user.id = %caller.user.id, "verification not resent: already verified");
+            return Ok(());
+        }
+        self.send_verification(&caller.user).await
+    }
+}

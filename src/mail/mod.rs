@@ -1,0 +1,152 @@
+//! Outgoing mail. Requests put messages on a bounded queue ([`Mailer::send`] never waits);
+//! a worker delivers them over SMTP (lettre), retrying a failed delivery a few times with
+//! backoff and logging every failure. With no SMTP server configured, messages (links
+//! included) are written to the log instead, so local development needs nothing else.
+
+mod templates;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
+use secrecy::ExposeSecret as _;
+use tokio::sync::{Semaphore, mpsc};
+
+pub use templates::Templates;
+
+use crate::config::Config;
+
+/// One message to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEmail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The sending side of the mail queue. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Mailer {
+    queue: mpsc::Sender<OutgoingEmail>,
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Log,
+}
+
+/// Messages that may wait for delivery; beyond that a message is dropped with an error log
+/// (a request never waits on mail).
+const QUEUE_CAPACITY: usize = 1024;
+/// Deliveries in flight at once.
+const CONCURRENT_DELIVERIES: usize = 4;
+/// Attempts per message, and the wait before the second (doubled each time after).
+const ATTEMPTS: u32 = 4;
+const FIRST_RETRY_AFTER: Duration = Duration::from_millis(500);
+/// Give up on one SMTP conversation after this long.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Mailer {
+    /// Starts the delivery worker for the configured transport. The SMTP URL was validated
+    /// with the settings; the server is not contacted until there is mail.
+    pub fn start(config: &Config) -> anyhow::Result<Self> {
+        let transport = match &config.smtp_url {
+            Some(url) => Transport::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())?
+                    .timeout(Some(SMTP_TIMEOUT))
+                    .build(),
+            ),
+            None => Transport::Log,
+        };
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(deliver_all(
+            receiver,
+            Arc::new(transport),
+            config.mail_from.clone(),
+        ));
+        Ok(Self { queue })
+    }
+
+    /// Queues a message for delivery and returns at once.
+    pub fn send(&self, email: OutgoingEmail) {
+        let subject = email.subject.clone();
+        if self.queue.try_send(email).is_err() {
+            tracing::error!(subject, "mail queue full or closed: message dropped");
+        }
+    }
+}
+
+async fn deliver_all(
+    mut receiver: mpsc::Receiver<OutgoingEmail>,
+    transport: Arc<Transport>,
+    from: Mailbox,
+) {
+    let in_flight = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
+    while let Some(email) = receiver.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let (transport, from) = (transport.clone(), from.clone());
+        tokio::spawn(async move {
+            deliver(&transport, &from, email).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn deliver(transport: &Transport, from: &Mailbox, email: OutgoingEmail) {
+    let smtp = match transport {
+        Transport::Log => {
+            tracing::info!(
+                to = %email.to,
+                subject = %email.subject,
+                body = %email.text,
+                "email not sent: no SMTP server configured (SERVAUTH_SMTP_URL)"
+            );
+            return;
+        }
+        Transport::Smtp(smtp) => smtp,
+    };
+    let message = match build(from, &email) {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::error!(subject = %email.subject, error = %error, "email could not be built");
+            return;
+        }
+    };
+    let mut wait = FIRST_RETRY_AFTER;
+    for attempt in 1..=ATTEMPTS {
+        match smtp.send(message.clone()).await {
+            Ok(_) => {
+                tracing::info!(subject = %email.subject, attempt, "email delivered");
+                return;
+            }
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::warn!(subject = %email.subject, attempt, error = %error, "email delivery failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(error) => {
+                tracing::error!(
+                    subject = %email.subject,
+                    attempts = ATTEMPTS,
+                    error = %error,
+                    "email delivery failed; giving up"
+                );
+            }
+        }
+    }
+}
+
+fn build(from: &Mailbox, email: &OutgoingEmail) -> anyhow::Result<Message> {
+    Ok(Message::builder()
+        .from(from.clone())
+        .to(email.to.parse()?)
+        .subject(&email.subject)
+        .multipart(MultiPart::alternative_plain_html(
+            email.text.clone(),
+            email.html.clone(),
+        ))?)
+}
