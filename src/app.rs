@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, MigrateMode, SigningConfig};
 use crate::domain::{
-    AccessTokens, AccountMail, Accounts, Lifetimes, PasswordHashing, PasswordPolicy, ServiceSecret,
-    Sessions,
+    AccountMail, Accounts, KeySource, Lifetimes, PasswordHashing, PasswordPolicy, RELOAD_EVERY,
+    ServiceSecret, Sessions, SigningKeys,
 };
 use crate::http::{self, ApiError};
 use crate::mail::{Mailer, Templates};
@@ -69,6 +69,8 @@ impl App {
     /// malformed database URL fails here; an unreachable database does not: the server
     /// starts, `/ready` says so, and start-up is retried in the background.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        // Before anything is counted: metrics recorded without a recorder are lost.
+        crate::metrics::handle();
         let config = Arc::new(config);
         let store = connect_store(&config).await?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
@@ -184,40 +186,31 @@ async fn initialize(
     if config.migrate == MigrateMode::Auto {
         store.migrate().await.context("applying migrations")?;
     }
-    let tokens = match &config.signing {
-        SigningConfig::Hs256(secret) => AccessTokens::hs256(
-            config.issuer.clone(),
-            config.audience.clone(),
-            config.access_ttl,
-            secret,
-        ),
-        SigningConfig::EdDsa => {
-            let now = clock.now();
-            let candidate = crate::domain::generate_signing_key(now)?;
-            let current = store
-                .ensure_signing_key(candidate)
-                .await
-                .context("loading the signing key")?;
-            let published = store.signing_keys(now - config.access_ttl).await?;
-            AccessTokens::eddsa(
-                config.issuer.clone(),
-                config.audience.clone(),
-                config.access_ttl,
-                &current,
-                &published,
-            )
-        }
+    let source = KeySource {
+        store: store.clone(),
+        issuer: config.issuer.clone(),
+        audience: config.audience.clone(),
+        access_ttl: config.access_ttl,
+        hs256_secret: match &config.signing {
+            SigningConfig::Hs256(secret) => Some(secret.clone()),
+            SigningConfig::EdDsa => None,
+        },
     };
+    let keys = Arc::new(
+        SigningKeys::load(source, clock.now())
+            .await
+            .context("loading the signing keys")?,
+    );
+    spawn_key_reloads(Arc::downgrade(&keys), clock.clone());
     let (argon2, workers, queue) = (config.argon2, config.hash_workers, config.hash_queue);
     let hashing =
         tokio::task::spawn_blocking(move || PasswordHashing::new(argon2, workers, queue)).await??;
-    let tokens = Arc::new(tokens);
     let lifetimes = Lifetimes {
         refresh: config.refresh_ttl,
         session: config.session_ttl,
         reuse_grace: config.refresh_reuse_grace,
     };
-    let sessions = Sessions::new(store.clone(), tokens, clock.clone(), lifetimes);
+    let sessions = Sessions::new(store.clone(), keys, clock.clone(), lifetimes);
     let mail = AccountMail {
         mailer: Mailer::start(config)?,
         templates: Templates::new(config.app_url.clone()),
@@ -239,4 +232,21 @@ async fn initialize(
         sessions,
         service_secret,
     })
+}
+
+/// Re-reads the signing keys every [`RELOAD_EVERY`], so a `servauth keys rotate` run
+/// anywhere reaches this server; stops when the server is gone.
+fn spawn_key_reloads(keys: std::sync::Weak<SigningKeys>, clock: Arc<dyn Clock>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RELOAD_EVERY).await;
+            let Some(keys) = keys.upgrade() else { return };
+            if let Err(error) = keys.reload(clock.now()).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "reloading signing keys failed"
+                );
+            }
+        }
+    });
 }

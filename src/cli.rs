@@ -28,6 +28,54 @@ pub enum Command {
     Serve(Settings),
     /// Apply the embedded database migrations, then exit.
     Migrate(Settings),
+    /// Configuration: `servauth config check`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Signing keys: `servauth keys rotate`.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Accounts: `servauth users create`.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Ask the server on the configured listen address whether it is live (`GET /live`);
+    /// exit 0 when it is. For container health checks.
+    Healthcheck(Settings),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the settings and reach the database, then exit 0, or name what is wrong.
+    Check(Settings),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key current. Previous public keys stay in the JWKS until every
+    /// token they signed has expired; every server picks the new key up within a minute.
+    Rotate(Settings),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an account (its address counts as verified), reading the password from
+    /// standard input.
+    Create(CreateUser),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateUser {
+    #[arg(long)]
+    pub email: String,
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Give the account the `admin` role.
+    #[arg(long)]
+    pub admin: bool,
+    /// Read the password from standard input (one line; only the line break is removed).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 impl Cli {

@@ -1,19 +1,34 @@
 //! What each command does, given its settings.
 
+use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use uuid::Uuid;
 
 use crate::app::{App, connect_store};
-use crate::cli::Command;
-use crate::clock::SystemClock;
-use crate::config::{ConfigError, Settings};
+use crate::cli::{Command, ConfigCommand, CreateUser, KeysCommand, UsersCommand};
+use crate::clock::{Clock as _, SystemClock};
+use crate::config::{Config, ConfigError, MigrateMode, Settings, SigningConfig};
+use crate::domain::{Email, PasswordHashing, PasswordPolicy, Username, generate_signing_key};
+use crate::store::{NewUser, Role, Store};
 use crate::telemetry;
 
 /// Runs a command to completion and says how the process should exit.
 pub async fn run(command: Command) -> ExitCode {
-    let (settings, serve) = match command {
-        Command::Serve(settings) => (settings, true),
-        Command::Migrate(settings) => (settings, false),
+    let (settings, action): (Settings, Action) = match command {
+        Command::Serve(settings) => (settings, Action::Serve),
+        Command::Migrate(settings) => (settings, Action::Migrate),
+        Command::Config(ConfigCommand::Check(settings)) => (settings, Action::CheckConfig),
+        Command::Keys(KeysCommand::Rotate(settings)) => (settings, Action::RotateKeys),
+        Command::Users(UsersCommand::Create(create)) => {
+            let settings = create.settings.clone();
+            (settings, Action::CreateUser(Box::new(create)))
+        }
+        Command::Healthcheck(settings) => (settings, Action::Healthcheck),
     };
     let config = match Settings::validate(settings) {
         Ok(config) => config,
@@ -22,14 +37,16 @@ pub async fn run(command: Command) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log);
-    let result = if serve {
-        match App::build(config, Arc::new(SystemClock)).await {
-            Ok(app) => app.serve(shutdown_signal()).await,
-            Err(error) => Err(error),
-        }
-    } else {
-        migrate(&config).await
+    if matches!(action, Action::Serve) {
+        telemetry::init(&config.log);
+    }
+    let result = match action {
+        Action::Serve => serve(config).await,
+        Action::Migrate => migrate(&config).await,
+        Action::CheckConfig => check_config(&config).await,
+        Action::RotateKeys => rotate_keys(&config).await,
+        Action::CreateUser(create) => create_user(&config, *create).await,
+        Action::Healthcheck => healthcheck(&config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,11 +64,157 @@ pub async fn run(command: Command) -> ExitCode {
     }
 }
 
-async fn migrate(config: &crate::config::Config) -> anyhow::Result<()> {
+enum Action {
+    Serve,
+    Migrate,
+    CheckConfig,
+    RotateKeys,
+    CreateUser(Box<CreateUser>),
+    Healthcheck,
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    App::build(config, Arc::new(SystemClock))
+        .await?
+        .serve(shutdown_signal())
+        .await
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
     let store = connect_store(config).await?;
     store.migrate().await?;
-    tracing::info!(database = store.backend(), "migrations applied");
+    println!("migrations applied ({})", store.backend());
     store.close().await;
+    Ok(())
+}
+
+/// How long the administrative commands wait for the database.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects and, unless `SERVAUTH_MIGRATE=off`, migrates: for the commands that write.
+async fn ready_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = connect_store(config).await?;
+    tokio::time::timeout(DATABASE_TIMEOUT, store.ping())
+        .await
+        .context("the database did not answer within 5s (DATABASE_URL)")?
+        .context("cannot reach the database (DATABASE_URL)")?;
+    if config.migrate == MigrateMode::Auto {
+        store.migrate().await.context("applying migrations")?;
+    }
+    Ok(store)
+}
+
+async fn check_config(config: &Config) -> anyhow::Result<()> {
+    let store = connect_store(config).await?;
+    tokio::time::timeout(DATABASE_TIMEOUT, store.ping())
+        .await
+        .context("the database did not answer within 5s (DATABASE_URL)")?
+        .context("cannot reach the database (DATABASE_URL)")?;
+    println!("configuration ok; database reachable ({})", store.backend());
+    store.close().await;
+    Ok(())
+}
+
+async fn rotate_keys(config: &Config) -> anyhow::Result<()> {
+    if let SigningConfig::Hs256(_) = config.signing {
+        anyhow::bail!(
+            "SERVAUTH_JWT_SECRET is set: tokens are signed with HS256 and there is no key to rotate \
+             (change the secret instead)"
+        );
+    }
+    let store = ready_store(config).await?;
+    let now = SystemClock.now();
+    let key = generate_signing_key(now)?;
+    let kid = key.kid.clone();
+    store.rotate_signing_key(key, now).await?;
+    println!("new signing key {kid} is current; servers pick it up within a minute");
+    store.close().await;
+    Ok(())
+}
+
+async fn create_user(config: &Config, create: CreateUser) -> anyhow::Result<()> {
+    let password = read_password_line()?;
+    let email =
+        Email::parse(&create.email, "email").map_err(|error| anyhow::anyhow!(error.message))?;
+    let username = create
+        .username
+        .as_deref()
+        .map(Username::parse)
+        .transpose()
+        .map_err(|error| anyhow::anyhow!(error.message))?;
+    let policy = PasswordPolicy::new(config.password_min_length);
+    let password = policy
+        .check(&password, Some(&email), "password")
+        .map_err(|broken| {
+            let reasons: Vec<String> = broken.into_iter().map(|error| error.message).collect();
+            anyhow::anyhow!("password refused: {}", reasons.join(" "))
+        })?;
+    let hashing = PasswordHashing::new(config.argon2, 1, 0)?;
+    let password_hash = hashing.hash(password).await?;
+    let store = ready_store(config).await?;
+    let (username, username_key) = username.map(Username::into_parts).unzip();
+    let role = if create.admin {
+        Role::Admin
+    } else {
+        Role::User
+    };
+    let user = store
+        .create_user(NewUser {
+            id: Uuid::now_v7(),
+            email: email.as_str().to_owned(),
+            email_key: email.key().to_owned(),
+            username,
+            username_key,
+            password_hash,
+            email_verified: true,
+            role,
+            now: SystemClock.now(),
+        })
+        .await?;
+    println!("created {} {} ({})", role.as_str(), user.email, user.id);
+    store.close().await;
+    Ok(())
+}
+
+/// One line of standard input without its line break; nothing else is trimmed.
+fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    anyhow::ensure!(!line.is_empty(), "no password on standard input");
+    Ok(line.to_owned())
+}
+
+/// `GET /live` on the configured listen address (loopback when it listens everywhere).
+/// Written on a raw socket: a one-line request does not justify an HTTP client in the binary.
+async fn healthcheck(config: &Config) -> anyhow::Result<()> {
+    let mut address = config.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream
+            .write_all(b"GET /live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0_u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .context("no answer within 3s")?
+        .with_context(|| format!("cannot reach {address}"))?;
+    anyhow::ensure!(
+        head.ends_with(b" 200"),
+        "not live: {}",
+        String::from_utf8_lossy(&head)
+    );
+    let _ = std::io::stdout().write_all(b"live\n");
     Ok(())
 }
 

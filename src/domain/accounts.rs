@@ -98,6 +98,20 @@ impl Accounts {
     /// Creates an account and mails a verification link. Every broken input rule is
     /// reported at once (422); a taken email or username is `EmailTaken`/`UsernameTaken`.
     pub async fn register(&self, registration: Registration) -> Result<UserRecord, AuthError> {
+        let result = self.register_checked(registration).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(AuthError::Validation(_)) => "invalid",
+            Err(AuthError::EmailTaken) => "email_taken",
+            Err(AuthError::UsernameTaken) => "username_taken",
+            Err(AuthError::Overloaded) => "overloaded",
+            Err(_) => "error",
+        };
+        metrics::counter!("servauth_registrations_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn register_checked(&self, registration: Registration) -> Result<UserRecord, AuthError> {
         let mut errors = Vec::new();
         let email = match registration
             .email
@@ -163,6 +177,24 @@ impl Accounts {
     /// `InvalidCredentials` and cost the same hashing work. With verified emails required,
     /// a correct password on an unverified address is `EmailNotVerified`.
     pub async fn login(
+        &self,
+        email: Option<String>,
+        password: Option<SecretString>,
+    ) -> Result<UserRecord, AuthError> {
+        let result = self.login_checked(email, password).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(AuthError::InvalidCredentials) => "invalid_credentials",
+            Err(AuthError::EmailNotVerified) => "email_not_verified",
+            Err(AuthError::Validation(_)) => "invalid",
+            Err(AuthError::Overloaded) => "overloaded",
+            Err(_) => "error",
+        };
+        metrics::counter!("servauth_logins_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn login_checked(
         &self,
         email: Option<String>,
         password: Option<SecretString>,
@@ -413,6 +445,8 @@ impl Accounts {
         {
             self.mail.mailer.send(email);
         } else {
+            metrics::counter!("servauth_rate_limited_total", "limit" => "link_email_per_address")
+                .increment(1);
             tracing::warn!(subject = %email.subject, "link email not sent: too many for this address lately");
         }
     }

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Instant;
 
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -104,21 +105,25 @@ impl PasswordHashing {
         F: FnOnce(&Argon2<'static>) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let _admitted = self
-            .admission
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| HashError::Overloaded)?;
-        let _running = self
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| HashError::Failed("hashing pool closed".to_owned()))?;
+        let Ok(_admitted) = self.admission.clone().try_acquire_owned() else {
+            metrics::counter!("servauth_password_hash_rejected_total").increment(1);
+            return Err(HashError::Overloaded);
+        };
+        let queued = Instant::now();
+        metrics::gauge!("servauth_password_hash_queue_depth").increment(1.0);
+        let running = self.workers.clone().acquire_owned().await;
+        metrics::gauge!("servauth_password_hash_queue_depth").decrement(1.0);
+        metrics::histogram!("servauth_password_hash_wait_seconds")
+            .record(queued.elapsed().as_secs_f64());
+        let _running = running.map_err(|_| HashError::Failed("hashing pool closed".to_owned()))?;
         let argon2 = self.argon2.clone();
-        spawn_blocking_in_span(move || work(&argon2))
+        let started = Instant::now();
+        let result = spawn_blocking_in_span(move || work(&argon2))
             .await
-            .map_err(|error| HashError::Failed(error.to_string()))
+            .map_err(|error| HashError::Failed(error.to_string()));
+        metrics::histogram!("servauth_password_hash_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 }
 

@@ -6,6 +6,7 @@ mod accounts;
 mod email;
 mod error;
 mod hashing;
+mod keys;
 mod password;
 mod recovery;
 mod service_auth;
@@ -17,6 +18,7 @@ pub use accounts::{AccountMail, Accounts, ProfileUpdate, Registration};
 pub use email::Email;
 pub use error::{AuthError, FieldError};
 pub use hashing::{HashError, PasswordHashing};
+pub use keys::{KeySource, RELOAD_EVERY, SigningKeys};
 pub use password::{Password, PasswordPolicy};
 pub use service_auth::ServiceSecret;
 pub use sessions::{

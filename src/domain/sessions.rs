@@ -6,7 +6,7 @@ use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
 use super::tokens::{TokenError, opaque_token, successor, token_hash};
-use super::{AccessClaims, AccessTokens, AuthError};
+use super::{AccessClaims, AccessTokens, AuthError, SigningKeys};
 use crate::clock::Clock;
 use crate::store::{
     NewSession, RefreshTokenRecord, Rotation, RotationOutcome, SessionRecord, Store, UserRecord,
@@ -83,7 +83,7 @@ impl PresentedRefresh<'_> {
 #[derive(Debug, Clone)]
 pub struct Sessions {
     store: Arc<dyn Store>,
-    tokens: Arc<AccessTokens>,
+    keys: Arc<SigningKeys>,
     clock: Arc<dyn Clock>,
     lifetimes: Lifetimes,
 }
@@ -105,20 +105,21 @@ const MAX_USER_AGENT_CHARS: usize = 256;
 impl Sessions {
     pub fn new(
         store: Arc<dyn Store>,
-        tokens: Arc<AccessTokens>,
+        keys: Arc<SigningKeys>,
         clock: Arc<dyn Clock>,
         lifetimes: Lifetimes,
     ) -> Self {
         Self {
             store,
-            tokens,
+            keys,
             clock,
             lifetimes,
         }
     }
 
-    pub fn access_tokens(&self) -> &AccessTokens {
-        &self.tokens
+    /// The keys that sign and verify access tokens now.
+    pub fn access_tokens(&self) -> Arc<AccessTokens> {
+        self.keys.current()
     }
 
     /// Opens a new session for a user who just proved who they are (a new session id and
@@ -188,6 +189,7 @@ impl Sessions {
                     (session, refresh_token, csrf_token)
                 }
                 RotationOutcome::Reused { session_id } => {
+                    metrics::counter!("servauth_refresh_reuse_detected_total").increment(1);
                     tracing::warn!(
                         session.id = %session_id,
                         "refresh token reuse detected: session revoked"
@@ -272,13 +274,14 @@ impl Sessions {
     pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
         let token = bearer.ok_or(AuthError::MissingCredentials)?;
         let now = self.clock.now();
-        let claims = self
-            .tokens
-            .verify(token, now)
-            .map_err(|error| match error {
-                TokenError::Expired => AuthError::TokenExpired,
-                TokenError::Invalid => AuthError::InvalidToken,
-            })?;
+        let mut verified = self.keys.current().verify(token, now);
+        if verified == Err(TokenError::UnknownKey) && self.keys.reload_for_unknown_key(now).await {
+            verified = self.keys.current().verify(token, now);
+        }
+        let claims = verified.map_err(|error| match error {
+            TokenError::Expired => AuthError::TokenExpired,
+            TokenError::Invalid | TokenError::UnknownKey => AuthError::InvalidToken,
+        })?;
         let user = self
             .store
             .find_live_session_user(claims.sid, claims.sub, now)
@@ -324,14 +327,14 @@ impl Sessions {
         refresh_token: String,
         csrf_token: Option<String>,
     ) -> Result<IssuedSession, AuthError> {
-        let access_token = self
-            .tokens
+        let tokens = self.keys.current();
+        let access_token = tokens
             .issue(user.id, session.id, user.role, now)
             .map_err(|error| AuthError::Internal(error.into()))?;
         Ok(IssuedSession {
             session_id: session.id,
             access_token,
-            expires_in: self.tokens.ttl().num_seconds(),
+            expires_in: tokens.ttl().num_seconds(),
             refresh_token,
             refresh_expires_in: (self.refresh_expiry(session, now) - now).num_seconds(),
             csrf_token,

@@ -38,6 +38,10 @@ pub enum TokenError {
     Expired,
     #[error("invalid token")]
     Invalid,
+    /// Signed with a `kid` this verifier does not know: maybe a key newer than what it
+    /// loaded, so the caller may reload the keys and try once more.
+    #[error("unknown signing key")]
+    UnknownKey,
 }
 
 /// Issues and verifies access tokens. Exactly one algorithm is accepted: EdDSA with the
@@ -205,7 +209,7 @@ impl AccessTokens {
             Algorithm::HS256 => "",
             _ => header.kid.as_deref().ok_or(TokenError::Invalid)?,
         };
-        let key = self.verifying_keys.get(kid).ok_or(TokenError::Invalid)?;
+        let key = self.verifying_keys.get(kid).ok_or(TokenError::UnknownKey)?;
         let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
             .map_err(|_| TokenError::Invalid)?
             .claims;

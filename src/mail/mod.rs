@@ -74,6 +74,7 @@ impl Mailer {
         let subject = email.subject.clone();
         if self.queue.try_send(email).is_err() {
             tracing::error!(subject, "mail queue full or closed: message dropped");
+            metrics::counter!("servauth_emails_total", "outcome" => "dropped").increment(1);
         }
     }
 }
@@ -105,6 +106,7 @@ async fn deliver(transport: &Transport, from: &Mailbox, email: OutgoingEmail) {
                 body = %email.text,
                 "email not sent: no SMTP server configured (SERVAUTH_SMTP_URL)"
             );
+            metrics::counter!("servauth_emails_total", "outcome" => "logged").increment(1);
             return;
         }
         Transport::Smtp(smtp) => smtp,
@@ -121,6 +123,7 @@ async fn deliver(transport: &Transport, from: &Mailbox, email: OutgoingEmail) {
         match smtp.send(message.clone()).await {
             Ok(_) => {
                 tracing::info!(subject = %email.subject, attempt, "email delivered");
+                metrics::counter!("servauth_emails_total", "outcome" => "delivered").increment(1);
                 return;
             }
             Err(error) if attempt < ATTEMPTS => {
@@ -135,6 +138,7 @@ async fn deliver(transport: &Transport, from: &Mailbox, email: OutgoingEmail) {
                     error = %error,
                     "email delivery failed; giving up"
                 );
+                metrics::counter!("servauth_emails_total", "outcome" => "failed").increment(1);
             }
         }
     }

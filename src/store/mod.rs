@@ -50,6 +50,17 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open (idle or in use).
+    pub size: u32,
+    /// Open connections waiting for work.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
 /// A user's role. Stored as `'user'` / `'admin'`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -292,6 +303,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Closes the pool, waiting for connections in use to be returned.
     async fn close(&self);
 
+    /// How the connection pool is used right now (for metrics).
+    fn pool_status(&self) -> PoolStatus;
+
     // ---- users -------------------------------------------------------------------------
 
     /// Inserts a user. `EmailTaken` / `UsernameTaken` when a unique key is already used.
@@ -438,6 +452,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         candidate: SigningKeyRecord,
     ) -> StoreResult<SigningKeyRecord>;
+
+    /// Makes `key` the current signing key, atomically: every unretired key is retired at
+    /// `now` and `key` is inserted (unretired). Retired keys stay published while tokens
+    /// they signed may still be live (see [`Store::signing_keys`]).
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     /// Every key that is unretired or was retired after `retired_after`, newest first.
     async fn signing_keys(

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod browser;
+mod cli;
 mod conventions;
 mod internal;
 mod mail;

@@ -215,7 +215,12 @@ pub async fn read(response: reqwest::Response) -> Reply {
 /// Validated settings for a test server on `database_url`.
 pub fn config(database_url: &str, extra: &[&str]) -> servauth::config::Config {
     let mut args = vec!["servauth", "serve", "--database-url", database_url];
-    args.extend_from_slice(BASE_ARGS);
+    // The base settings, less those the test sets itself.
+    for pair in BASE_ARGS.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend_from_slice(pair);
+        }
+    }
     args.extend_from_slice(extra);
     let Command::Serve(settings) = Cli::try_parse_from(args)
         .expect("test settings parse")
@@ -378,5 +383,14 @@ impl Replica {
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         let request = self.client.post(format!("{}{path}", self.base)).json(&body);
         read(request.send().await.expect("request sent")).await
+    }
+}
+
+impl TestApp {
+    /// Signals the server to stop: it stops accepting and finishes what is in flight.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
     }
 }

@@ -1,0 +1,251 @@
+//! The administrative commands against a live server's database, and graceful shutdown.
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::app::{PASSWORD, TestApp};
+use crate::support::db::Backend;
+
+const BIN: &str = env!("CARGO_BIN_EXE_servauth");
+
+fn servauth(args: &[&str], database_url: &str, stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("SERVAUTH_ARGON2_MEMORY_KIB", "64")
+        .env("SERVAUTH_ARGON2_ITERATIONS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn keys_rotate_keeps_old_tokens_valid_and_reaches_every_server(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let old_token = app.access_token("ada@example.com").await;
+    let old_kid = app.get("/.well-known/jwks.json", None).await.body["keys"][0]["kid"].clone();
+    let rotated = servauth(&["keys", "rotate"], app.db_url(), None);
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    assert!(text(&rotated.stdout).contains("is current"));
+    // A server started after the rotation signs with the new key…
+    let replica = TestApp::spawn_sharing(&app, app.db_url()).await;
+    let new_login = replica
+        .post(
+            "/auth/login",
+            json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let new_token = new_login.str("access_token");
+    let new_jwks = replica.get("/.well-known/jwks.json", None).await.body;
+    assert_eq!(
+        new_jwks["keys"].as_array().unwrap().len(),
+        2,
+        "old and new: {new_jwks}"
+    );
+    assert_ne!(new_jwks["keys"][0]["kid"], old_kid, "newest first");
+    // …and the server running since before accepts both: the new key's token makes it reload.
+    assert_eq!(
+        app.get("/auth/me", Some(&old_token)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/auth/me", Some(&new_token)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(app.get("/.well-known/jwks.json", None).await.body, new_jwks);
+    assert_eq!(
+        replica.get("/auth/me", Some(&old_token)).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn users_create_makes_a_verified_account_with_the_role_asked(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let created = servauth(
+        &[
+            "users",
+            "create",
+            "--email",
+            "root@example.com",
+            "--username",
+            "root",
+            "--admin",
+            "--password-stdin",
+        ],
+        app.db_url(),
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    assert!(text(&created.stdout).starts_with("created admin root@example.com"));
+    let login = app
+        .post(
+            "/auth/login",
+            json!({"email": "root@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK);
+    let me = app
+        .get("/auth/me", Some(&login.str("access_token")))
+        .await
+        .body;
+    assert_eq!(
+        (me["role"].as_str(), me["email_verified"].as_bool()),
+        (Some("admin"), Some(true))
+    );
+    assert_eq!(me["username"], "root");
+
+    let weak = servauth(
+        &[
+            "users",
+            "create",
+            "--email",
+            "weak@example.com",
+            "--password-stdin",
+        ],
+        app.db_url(),
+        Some("password\n"),
+    );
+    assert_eq!(weak.status.code(), Some(1));
+    assert!(
+        text(&weak.stderr).contains("password refused"),
+        "{}",
+        text(&weak.stderr)
+    );
+    let taken = servauth(
+        &[
+            "users",
+            "create",
+            "--email",
+            "ROOT@example.com",
+            "--password-stdin",
+        ],
+        app.db_url(),
+        Some(PASSWORD),
+    );
+    assert_eq!(taken.status.code(), Some(1));
+    assert!(
+        text(&taken.stderr).contains("email"),
+        "{}",
+        text(&taken.stderr)
+    );
+    let no_flag = servauth(
+        &["users", "create", "--email", "x@example.com"],
+        app.db_url(),
+        Some(PASSWORD),
+    );
+    assert_eq!(
+        no_flag.status.code(),
+        Some(2),
+        "--password-stdin is required"
+    );
+}
+
+async fn config_check_reaches_the_database(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let ok = servauth(&["config", "check"], app.db_url(), None);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("configuration ok"));
+}
+
+crate::support::both_backends!(
+    keys_rotate_keeps_old_tokens_valid_and_reaches_every_server,
+    users_create_makes_a_verified_account_with_the_role_asked,
+    config_check_reaches_the_database,
+);
+
+#[test]
+fn config_check_names_what_is_wrong() {
+    let down = servauth(
+        &["config", "check"],
+        "postgres://postgres@127.0.0.1:1/nothing",
+        None,
+    );
+    assert_eq!(down.status.code(), Some(1));
+    assert!(
+        text(&down.stderr).contains("DATABASE_URL"),
+        "{}",
+        text(&down.stderr)
+    );
+    let malformed = servauth(&["config", "check"], "mysql://x", None);
+    assert_eq!(malformed.status.code(), Some(2));
+    assert!(text(&malformed.stderr).contains("DATABASE_URL"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_answers_for_a_live_server_only() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let live = Command::new(BIN)
+        .args(["healthcheck", "--listen", &address])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(live.status.success(), "{}", text(&live.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = Command::new(BIN)
+        .args(["healthcheck", "--port", &port.to_string()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(dead.status.code(), Some(1));
+}
+
+/// A request in flight when the shutdown signal comes is finished, not cut; new
+/// connections are refused afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    // Slow hashing, so that a login is surely still running when the signal comes.
+    let extra = ["--argon2-memory-kib", "131072", "--argon2-iterations", "3"];
+    let Some(mut app) = TestApp::spawn_with(Backend::Sqlite, &extra).await else {
+        return;
+    };
+    app.register("ada@example.com").await;
+    let login = tokio::spawn({
+        let request = app
+            .client
+            .post(app.url("/auth/login"))
+            .json(&json!({"email": "ada@example.com", "password": PASSWORD}));
+        async move { request.send().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    app.begin_shutdown();
+    let response = login
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.json::<serde_json::Value>().await.unwrap()["access_token"].is_string());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let after = reqwest::Client::new().get(app.url("/health")).send().await;
+    assert!(
+        after.is_err(),
+        "no new connections after shutdown: {after:?}"
+    );
+}
