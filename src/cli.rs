@@ -60,6 +60,18 @@ pub enum UsersCommand {
     /// Create an account (its address counts as verified), reading the password from
     /// standard input.
     Create(CreateUser),
+    /// Import accounts from a JSON Lines file of `{email, password_hash, username?,
+    /// email_verified?, created_at?}`: bcrypt, scrypt and argon2 hashes, re-hashed with the
+    /// current parameters at each account's next login.
+    Import(ImportUsers),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportUsers {
+    /// The JSON Lines file (`-` for standard input).
+    pub file: std::path::PathBuf,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, clap::Args)]

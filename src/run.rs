@@ -28,6 +28,10 @@ pub async fn run(command: Command) -> ExitCode {
             let settings = create.settings.clone();
             (settings, Action::CreateUser(Box::new(create)))
         }
+        Command::Users(UsersCommand::Import(import)) => {
+            let settings = import.settings.clone();
+            (settings, Action::ImportUsers(import.file))
+        }
         Command::Healthcheck(settings) => (settings, Action::Healthcheck),
     };
     let config = match Settings::validate(settings) {
@@ -46,6 +50,7 @@ pub async fn run(command: Command) -> ExitCode {
         Action::CheckConfig => check_config(&config).await,
         Action::RotateKeys => rotate_keys(&config).await,
         Action::CreateUser(create) => create_user(&config, *create).await,
+        Action::ImportUsers(file) => import_users(&config, &file).await,
         Action::Healthcheck => healthcheck(&config).await,
     };
     match result {
@@ -70,6 +75,7 @@ enum Action {
     CheckConfig,
     RotateKeys,
     CreateUser(Box<CreateUser>),
+    ImportUsers(std::path::PathBuf),
     Healthcheck,
 }
 
@@ -174,6 +180,75 @@ async fn create_user(config: &Config, create: CreateUser) -> anyhow::Result<()> 
     println!("created {} {} ({})", role.as_str(), user.email, user.id);
     store.close().await;
     Ok(())
+}
+
+/// One line of a `users import` file.
+#[derive(Debug, serde::Deserialize)]
+struct ImportedUser {
+    email: String,
+    password_hash: String,
+    username: Option<String>,
+    email_verified: Option<bool>,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Imports every valid line; a refused line (malformed, an unusable hash, a taken email or
+/// username) is reported with its number and the rest go on. Fails when any was refused.
+async fn import_users(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let store = ready_store(config).await?;
+    let (mut imported, mut refused) = (0_usize, 0_usize);
+    for (index, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+    {
+        match import_line(config, store.as_ref(), line).await {
+            Ok(()) => imported += 1,
+            Err(reason) => {
+                refused += 1;
+                eprintln!("line {}: {reason}", index + 1);
+            }
+        }
+    }
+    println!("imported {imported} users; refused {refused} lines");
+    store.close().await;
+    anyhow::ensure!(refused == 0, "{refused} lines were refused (see above)");
+    Ok(())
+}
+
+async fn import_line(config: &Config, store: &dyn Store, line: &str) -> Result<(), String> {
+    let user: ImportedUser =
+        serde_json::from_str(line).map_err(|error| format!("not a user: {error}"))?;
+    let email = Email::parse(&user.email, "email").map_err(|error| error.message)?;
+    let username = user
+        .username
+        .as_deref()
+        .map(Username::parse)
+        .transpose()
+        .map_err(|error| error.message)?;
+    crate::domain::StoredHash::parse(&user.password_hash, config.argon2)
+        .map_err(|error| format!("password_hash: {error}"))?;
+    let (username, username_key) = username.map(Username::into_parts).unzip();
+    store
+        .create_user(NewUser {
+            id: Uuid::now_v7(),
+            email: email.as_str().to_owned(),
+            email_key: email.key().to_owned(),
+            username,
+            username_key,
+            password_hash: user.password_hash,
+            email_verified: user.email_verified.unwrap_or(false),
+            role: Role::User,
+            now: user.created_at.unwrap_or_else(|| SystemClock.now()),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|error| error.to_string())
 }
 
 /// One line of standard input without its line break; nothing else is trimmed.

@@ -214,9 +214,12 @@ impl Accounts {
             .map(|found| (found.user, found.password_hash))
             .unzip();
         let password = Password::for_verification(password.expose_secret());
-        let verified = self.hashing.verify(password, stored).await?;
+        let verified = self.hashing.verify(password.clone(), stored).await?;
         match user {
-            Some(user) if verified => {
+            Some(user) if verified.matches => {
+                if verified.needs_rehash {
+                    self.rehash(&user, password).await;
+                }
                 if self.require_verified_email && !user.email_verified {
                     tracing::info!(user.id = %user.id, "login refused: email not verified");
                     return Err(AuthError::EmailNotVerified);
@@ -227,6 +230,27 @@ impl Accounts {
             _ => {
                 tracing::info!("login failed: invalid credentials");
                 Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Replaces an imported or outdated hash with one of the current parameters. A failure
+    /// (the pool is busy, the database hiccups) is logged; the next login tries again.
+    async fn rehash(&self, user: &UserRecord, password: Password) {
+        let replaced = match self.hashing.hash(password).await {
+            Ok(hash) => self
+                .store
+                .set_password_hash(user.id, &hash, self.clock.now())
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match replaced {
+            Ok(_) => {
+                tracing::info!(user.id = %user.id, "password re-hashed with the current parameters");
+            }
+            Err(error) => {
+                tracing::warn!(user.id = %user.id, error, "re-hashing the password failed");
             }
         }
     }
@@ -378,7 +402,7 @@ impl Accounts {
             return Err(AuthError::InvalidToken);
         }
         let password = Password::for_verification(password.expose_secret());
-        if self.hashing.verify(password, stored).await? {
+        if self.hashing.verify(password, stored).await?.matches {
             Ok(())
         } else {
             tracing::info!(user.id = %user_id, "re-authentication failed");

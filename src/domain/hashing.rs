@@ -1,11 +1,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::password_hash::PasswordHasher as _;
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
 use super::Password;
+use super::stored_hash::StoredHash;
 use crate::config::Argon2Config;
 use crate::telemetry::spawn_blocking_in_span;
 
@@ -34,6 +35,16 @@ pub struct PasswordHashing {
     /// A hash of a random password with the current parameters: verifying an unknown
     /// account's login against it costs what a real verification costs.
     dummy_hash: Arc<str>,
+    /// The parameters new hashes get (a stored hash with others is re-hashed on login).
+    params: Argon2Config,
+}
+
+/// The outcome of checking a password.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verification {
+    pub matches: bool,
+    /// The stored hash is of another kind or has other parameters than new hashes get.
+    pub needs_rehash: bool,
 }
 
 impl std::fmt::Debug for PasswordHashing {
@@ -46,11 +57,11 @@ impl std::fmt::Debug for PasswordHashing {
 
 impl PasswordHashing {
     /// Builds the pool; computes the dummy hash once (one hash of start-up time).
-    pub fn new(params: Argon2Config, workers: usize, queue: usize) -> Result<Self, HashError> {
+    pub fn new(config: Argon2Config, workers: usize, queue: usize) -> Result<Self, HashError> {
         let params = Params::new(
-            params.memory_kib,
-            params.iterations,
-            params.parallelism,
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
             None,
         )
         .map_err(|error| HashError::Failed(error.to_string()))?;
@@ -67,6 +78,7 @@ impl PasswordHashing {
             admission: Arc::new(Semaphore::new(workers + queue)),
             workers: Arc::new(Semaphore::new(workers)),
             dummy_hash: dummy_hash.into(),
+            params: config,
         })
     }
 
@@ -81,23 +93,32 @@ impl PasswordHashing {
         .await?
     }
 
-    /// Verifies a password against a stored PHC string, or, when there is no account,
-    /// against the dummy hash (always false) so that both cases cost the same.
+    /// Verifies a password against a stored hash (ours, or an imported argon2, scrypt or
+    /// bcrypt hash), or, when there is no account, against the dummy hash (never a match)
+    /// so that both cases cost the same. An unusable stored hash (unknown kind, or a cost
+    /// beyond the bounds) never matches and is logged.
     pub async fn verify(
         &self,
         password: Password,
         stored: Option<String>,
-    ) -> Result<bool, HashError> {
+    ) -> Result<Verification, HashError> {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let stored = match StoredHash::parse(&stored, self.params) {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(error = %error, "stored password hash cannot be verified");
+                return Ok(Verification::default());
+            }
+        };
+        let needs_rehash = stored.needs_rehash();
         let matches = self
-            .run(move |argon2| {
-                argon2
-                    .verify_password(password.expose().as_bytes(), stored.as_str())
-                    .is_ok()
-            })
+            .run(move |_| stored.verify(password.expose().as_bytes()))
             .await?;
-        Ok(known && matches)
+        Ok(Verification {
+            matches: known && matches,
+            needs_rehash,
+        })
     }
 
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
@@ -151,20 +172,25 @@ mod tests {
             Password::for_verification("a long passphrase"),
             Some(hash.clone()),
         );
-        assert!(ok.await.unwrap());
+        assert_eq!(
+            ok.await.unwrap(),
+            Verification {
+                matches: true,
+                needs_rehash: false
+            }
+        );
         let wrong = pool.verify(Password::for_verification("A long passphrase"), Some(hash));
-        assert!(!wrong.await.unwrap());
+        assert!(!wrong.await.unwrap().matches);
     }
 
     #[tokio::test]
     async fn an_unknown_account_never_verifies() {
         let pool = PasswordHashing::new(cheap(), 1, 1).unwrap();
-        assert!(
-            !pool
-                .verify(Password::for_verification(""), None)
-                .await
-                .unwrap()
-        );
+        let verified = pool
+            .verify(Password::for_verification(""), None)
+            .await
+            .unwrap();
+        assert!(!verified.matches);
     }
 
     #[tokio::test]

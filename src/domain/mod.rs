@@ -11,19 +11,21 @@ mod password;
 mod recovery;
 mod service_auth;
 mod sessions;
+mod stored_hash;
 mod tokens;
 mod username;
 
 pub use accounts::{AccountMail, Accounts, ProfileUpdate, Registration};
 pub use email::Email;
 pub use error::{AuthError, FieldError};
-pub use hashing::{HashError, PasswordHashing};
+pub use hashing::{HashError, PasswordHashing, Verification};
 pub use keys::{KeySource, RELOAD_EVERY, SigningKeys};
 pub use password::{Password, PasswordPolicy};
 pub use service_auth::ServiceSecret;
 pub use sessions::{
     Caller, ClientKind, ClientMeta, IssuedSession, Lifetimes, PresentedRefresh, Sessions,
 };
+pub use stored_hash::{StoredHash, StoredHashError};
 pub use tokens::{
     AccessClaims, AccessTokens, TokenError, generate_signing_key, opaque_token, token_hash,
 };

@@ -169,6 +169,7 @@ async fn config_check_reaches_the_database(backend: Backend) {
 }
 
 crate::support::both_backends!(
+    imported_hashes_log_in_and_are_rehashed_with_the_current_parameters,
     keys_rotate_keeps_old_tokens_valid_and_reaches_every_server,
     users_create_makes_a_verified_account_with_the_role_asked,
     config_check_reaches_the_database,
@@ -248,4 +249,115 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         after.is_err(),
         "no new connections after shutdown: {after:?}"
     );
+}
+
+/// Hashes from other systems: bcrypt, scrypt (PHC) and argon2 with other parameters.
+fn foreign_hashes() -> Vec<(&'static str, String)> {
+    use argon2::password_hash::PasswordHasher as _;
+    let argon2 = |algorithm, m, t| {
+        let params = argon2::Params::new(m, t, 1, None).unwrap();
+        argon2::Argon2::new(algorithm, argon2::Version::V0x13, params)
+            .hash_password(PASSWORD.as_bytes())
+            .unwrap()
+            .to_string()
+    };
+    let scrypt = <scrypt::Scrypt as password_hash::CustomizedPasswordHasher<
+        password_hash::phc::PasswordHash,
+    >>::hash_password_with_params(
+        &scrypt::Scrypt::new(),
+        PASSWORD.as_bytes(),
+        b"0123456789abcdef",
+        scrypt::Params::new(6, 8, 1).unwrap(),
+    )
+    .unwrap()
+    .to_string();
+    vec![
+        ("bcrypt@example.com", bcrypt::hash(PASSWORD, 5).unwrap()),
+        ("scrypt@example.com", scrypt),
+        (
+            "argon2id@example.com",
+            argon2(argon2::Algorithm::Argon2id, 256, 2),
+        ),
+        (
+            "argon2i@example.com",
+            argon2(argon2::Algorithm::Argon2i, 64, 1),
+        ),
+    ]
+}
+
+async fn imported_hashes_log_in_and_are_rehashed_with_the_current_parameters(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.register("taken@example.com").await;
+    let hashes = foreign_hashes();
+    let mut lines: Vec<String> = hashes
+        .iter()
+        .map(|(email, hash)| {
+            json!({"email": email, "password_hash": hash, "email_verified": true,
+                   "created_at": "2020-01-02T03:04:05Z", "username": email.split('@').next()})
+            .to_string()
+        })
+        .collect();
+    lines.push(json!({"email": "plain@example.com", "password_hash": "hunter2"}).to_string());
+    lines.push(
+        json!({"email": "taken@example.com", "password_hash": bcrypt::hash("x", 4).unwrap()})
+            .to_string(),
+    );
+    lines.push(json!({"email": "costly@example.com", "password_hash": format!("$2b$31${}", "a".repeat(53))}).to_string());
+    lines.push("not json".to_owned());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), lines.join("\n") + "\n").unwrap();
+
+    let output = servauth(
+        &["users", "import", file.path().to_str().unwrap()],
+        app.db_url(),
+        None,
+    );
+    assert_eq!(output.status.code(), Some(1), "some lines were refused");
+    assert!(
+        text(&output.stdout).contains("imported 4 users; refused 4 lines"),
+        "{}",
+        text(&output.stdout)
+    );
+    let errors = text(&output.stderr);
+    for line in ["line 5:", "line 6:", "line 7:", "line 8:"] {
+        assert!(errors.contains(line), "{errors}");
+    }
+
+    for (email, imported_hash) in &hashes {
+        let stored = || app.store.find_credentials_by_email_key(email);
+        let before = stored().await.unwrap().unwrap();
+        assert_eq!(&before.password_hash, imported_hash, "stored as imported");
+        assert_eq!(before.user.email_verified, true);
+        assert_eq!(
+            before.user.created_at.to_rfc3339(),
+            "2020-01-02T03:04:05+00:00"
+        );
+        let wrong = app
+            .post(
+                "/auth/login",
+                json!({"email": email, "password": "definitely not it"}),
+            )
+            .await;
+        wrong.assert_problem(401, "invalid_credentials");
+        assert_eq!(
+            stored().await.unwrap().unwrap().password_hash,
+            before.password_hash,
+            "no rehash on failure"
+        );
+        let login = app
+            .post("/auth/login", json!({"email": email, "password": PASSWORD}))
+            .await;
+        assert_eq!(login.status, StatusCode::OK, "{email}: {:#}", login.body);
+        let after = stored().await.unwrap().unwrap().password_hash;
+        assert!(
+            after.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
+            "{email}: {after}"
+        );
+        let again = app
+            .post("/auth/login", json!({"email": email, "password": PASSWORD}))
+            .await;
+        assert_eq!(again.status, StatusCode::OK);
+    }
 }
