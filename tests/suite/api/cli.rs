@@ -329,7 +329,7 @@ async fn imported_hashes_log_in_and_are_rehashed_with_the_current_parameters(bac
         let stored = || app.store.find_credentials_by_email_key(email);
         let before = stored().await.unwrap().unwrap();
         assert_eq!(&before.password_hash, imported_hash, "stored as imported");
-        assert_eq!(before.user.email_verified, true);
+        assert!(before.user.email_verified);
         assert_eq!(
             before.user.created_at.to_rfc3339(),
             "2020-01-02T03:04:05+00:00"
