@@ -2,15 +2,13 @@
 //! router mounts these routes only when `SERVAUTH_INTERNAL_SECRET` is set.
 
 use axum::Json;
-use axum::extract::Path;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::me::UserView;
 use crate::app::Services;
 use crate::domain::{AuthError, FieldError};
-use crate::http::extract::ServiceCredential;
+use crate::http::extract::{PathId, ServiceCredential};
 use crate::http::{ApiError, ApiJson};
 
 #[derive(Debug, Deserialize)]
@@ -60,10 +58,10 @@ pub async fn validate(
 pub async fn user(
     services: Services,
     credential: ServiceCredential,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<UserView>, ApiError> {
     check(&services, &credential)?;
-    let id = Uuid::parse_str(&id).map_err(|_| AuthError::NotFound)?;
+    let id = id.ok_or(AuthError::NotFound)?;
     let user = services
         .accounts
         .find(id)

@@ -1,7 +1,6 @@
 //! `GET /auth/sessions`, `DELETE /auth/sessions/{id}`, `DELETE /auth/sessions`.
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -9,6 +8,7 @@ use uuid::Uuid;
 
 use crate::app::Services;
 use crate::domain::AuthError;
+use crate::http::extract::PathId;
 use crate::http::{ApiError, Bearer};
 
 #[derive(Debug, Serialize)]
@@ -52,10 +52,10 @@ pub async fn list(services: Services, bearer: Bearer) -> Result<Json<SessionList
 pub async fn revoke(
     services: Services,
     bearer: Bearer,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let caller = services.sessions.authenticate(bearer.token()).await?;
-    let id = Uuid::parse_str(&id).map_err(|_| AuthError::NotFound)?;
+    let id = id.ok_or(AuthError::NotFound)?;
     services.sessions.revoke(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

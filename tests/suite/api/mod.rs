@@ -5,6 +5,7 @@ mod browser;
 mod conventions;
 mod internal;
 mod mail;
+mod openapi;
 mod process;
 mod sessions;
 mod tokens;
