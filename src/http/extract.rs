@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum_extra::extract::cookie::CookieJar;
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 use super::ApiError;
 use super::routes::auth::REFRESH_COOKIE;
@@ -204,5 +205,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceCredential {
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         Ok(Self(value))
+    }
+}
+
+/// The `{id}` of a path, when it is a UUID. It never rejects: an id that is not a UUID (or not
+/// even UTF-8 once percent-decoded) is no id, which the handler answers `404` like an unknown
+/// one, after the credentials are checked.
+#[derive(Debug, Clone, Copy)]
+pub struct PathId(pub Option<Uuid>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let id = Path::<String>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|Path(id)| Uuid::parse_str(&id).ok());
+        Ok(Self(id))
     }
 }

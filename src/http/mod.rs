@@ -1,64 +1,81 @@
 //! The HTTP layer: every route and tower layer, in order ([`router`]); handlers live in
-//! `routes/`, the status-code map in `problem.rs`.
+//! `routes/`, the status-code map in `problem.rs`, the frame of the OpenAPI document in
+//! `openapi.rs` and the reference page made from it in `reference.rs`.
 
 mod extract;
+mod openapi;
 mod problem;
+mod reference;
 mod request_id;
 mod routes;
 mod security_headers;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::routing::{delete, get, post};
-use axum::{Router, middleware};
+use axum::{Extension, Router, middleware};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use extract::{ApiJson, BODY_LIMIT, Bearer};
 pub use problem::ApiError;
 
 use crate::app::AppState;
 use crate::config::Config;
+use routes::docs::ApiReference;
 
-/// The whole HTTP surface. Layers run outside-in in the reverse of the order listed: a
-/// request gets its id first, is then traced, gets its security headers on the way out,
-/// CORS answers preflights, and a panic anywhere inside becomes a 500 problem rather than a
-/// dropped connection.
+/// The whole HTTP surface. Each route is registered with its `#[utoipa::path]`, so the
+/// OpenAPI document (`/openapi.json`, `/docs`) is made from the same list and cannot drift.
+/// Layers run outside-in in the reverse of the order listed: a request gets its id first,
+/// is then traced, gets its security headers on the way out, CORS answers preflights, and a
+/// panic anywhere inside becomes a 500 problem rather than a dropped connection.
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/auth/register", post(routes::auth::register))
-        .route("/auth/login", post(routes::auth::login))
-        .route("/auth/refresh", post(routes::auth::refresh))
-        .route("/auth/logout", post(routes::auth::logout))
-        .route(
-            "/auth/me",
-            get(routes::me::show)
-                .put(routes::me::update)
-                .patch(routes::me::update)
-                .delete(routes::me::delete),
-        )
-        .route(
-            "/auth/sessions",
-            get(routes::sessions::list).delete(routes::sessions::revoke_all),
-        )
-        .route("/auth/sessions/{id}", delete(routes::sessions::revoke))
-        .route("/auth/password/forgot", post(routes::password::forgot))
-        .route("/auth/password/reset", post(routes::password::reset))
-        .route("/auth/password/change", post(routes::password::change))
-        .route("/auth/email/verify", post(routes::email::verify))
-        .route("/auth/email/resend", post(routes::email::resend))
-        .route("/.well-known/jwks.json", get(routes::health::jwks))
-        .route("/health", get(routes::health::health))
-        .route("/live", get(routes::health::live))
-        .route("/ready", get(routes::health::ready));
+    use routes::{auth, docs, email, health, internal, me, password, sessions};
+    let (mut router, mut api) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(auth::create_account))
+        .routes(routes!(auth::create_session))
+        .routes(routes!(auth::refresh_session))
+        .routes(routes!(auth::revoke_current_session))
+        .routes(routes!(
+            me::get_me,
+            me::put_me,
+            me::update_me,
+            me::delete_me
+        ))
+        .routes(routes!(password::request_password_reset))
+        .routes(routes!(password::reset_password))
+        .routes(routes!(password::change_password))
+        .routes(routes!(email::verify_email))
+        .routes(routes!(email::resend_verification_email))
+        .routes(routes!(
+            sessions::list_sessions,
+            sessions::revoke_all_sessions
+        ))
+        .routes(routes!(sessions::revoke_session))
+        .routes(routes!(health::get_jwks))
+        .routes(routes!(health::get_health))
+        .routes(routes!(health::get_liveness))
+        .routes(routes!(health::get_readiness))
+        .routes(routes!(health::get_metrics))
+        .routes(routes!(docs::get_openapi))
+        .routes(routes!(docs::get_docs))
+        .split_for_parts();
+    // Documented always, served only when a secret is configured.
+    let (internal, internal_api) = OpenApiRouter::default()
+        .routes(routes!(internal::validate_token))
+        .routes(routes!(internal::get_user))
+        .split_for_parts();
+    api.merge(internal_api);
     if state.config.internal_secret.is_some() {
-        router = router
-            .route("/api/internal/validate", post(routes::internal::validate))
-            .route("/api/internal/users/{id}", get(routes::internal::user));
+        router = router.merge(internal);
     }
     router
+        // Only matched routes: their template (`/auth/sessions/{id}`) is the metric label.
+        .route_layer(middleware::from_fn(crate::metrics::track))
+        .layer(Extension(ApiReference::new(&api)))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

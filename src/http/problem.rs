@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::request_id;
 use crate::domain::{AuthError, FieldError};
@@ -36,18 +37,49 @@ pub enum ApiError {
     Internal(anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem detail (`application/problem+json`): what every failed request gets.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank", "title": "Unauthorized", "status": 401,
+    "code": "invalid_credentials", "detail": "Email or password is incorrect.",
+    "request_id": "0190b0a4-5b6e-7c3d-8e9f-0a1b2c3d4e5f"
+}))]
+pub struct Problem<'a> {
+    /// Always `about:blank`: `code` says what went wrong.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The reason phrase of `status`.
     title: &'a str,
+    /// The HTTP status code of the response.
     status: u16,
+    /// Stable, machine-readable, snake_case: what clients branch on.
     code: &'static str,
+    /// For people; may change wording.
     detail: &'a str,
+    /// Present on `422 validation_failed`: every rule the request breaks.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<ProblemFieldError>, nullable = false)]
     errors: Option<&'a [FieldError]>,
+    /// The request's `X-Request-Id`, for support and logs.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     request_id: Option<String>,
+}
+
+/// One rule a field of the request breaks (the documented shape of `FieldError`).
+#[derive(ToSchema)]
+#[schema(as = FieldError)]
+#[expect(
+    dead_code,
+    reason = "documents the shape of `domain::FieldError`; never built"
+)]
+pub struct ProblemFieldError {
+    /// The field, as a JSON path (`email`, `user.name`); empty for the body as a whole.
+    field: String,
+    /// Stable, snake_case: `required`, `invalid_type`, `invalid_email`, `password_too_short`, ….
+    code: String,
+    /// For people.
+    message: String,
 }
 
 /// What `WWW-Authenticate` a 401 carries.

@@ -1,10 +1,12 @@
 // Real-browser test: headless Chromium loads a page from a second origin on loopback and
 // uses servauth the way a browser app does (cookie session, CSRF token, CORS). The same
-// page from an origin that is not allowed must be refused.
+// page from an origin that is not allowed must be refused. The API reference page (/docs)
+// must render with nothing fetched from anywhere but servauth itself.
 //
 // Usage: node run.mjs [path/to/servauth]   (default: ../../target/debug/servauth)
+// SCREENSHOT_DIR=dir keeps the screenshots (docs.png, …); by default they go with the run.
 import { spawn } from 'node:child_process';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, mkdtempSync, rmSync, statSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -51,6 +53,8 @@ const api = `http://localhost:${apiPort}`;
 const allowed = `http://localhost:${allowedPort}`;
 const denied = `http://localhost:${deniedPort}`;
 const dataDir = mkdtempSync(join(tmpdir(), 'servauth-browser-'));
+const screenshots = process.env.SCREENSHOT_DIR ?? dataDir;
+mkdirSync(screenshots, { recursive: true });
 
 const server = spawn(binary, ['serve'], {
   env: {
@@ -136,7 +140,7 @@ try {
     assert.equal((await tab.evaluate(() => window.client.me())).status, 401);
     const after = await tab.evaluate(() => window.client.refresh());
     assert.equal(after.status, 401);
-    await tab.screenshot({ path: join(dataDir, 'allowed.png') });
+    await tab.screenshot({ path: join(screenshots, 'allowed.png') });
     await context.close();
   });
 
@@ -149,6 +153,49 @@ try {
       (error) => `refused: ${error.name}`,
     ), [email, password]);
     assert.equal(outcome, 'refused: TypeError', 'CORS keeps the response from the page');
+    await context.close();
+  });
+  await check('/docs renders every operation offline: no request leaves the servauth origin', async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const tab = await context.newPage();
+    const elsewhere = [];
+    await tab.route('**/*', (route) => {
+      const url = route.request().url();
+      if (new URL(url).origin === api) return route.continue();
+      elsewhere.push(url);
+      return route.abort();
+    });
+    const refused = [];
+    tab.on('console', (message) => {
+      if (message.type() === 'error') refused.push(message.text());
+    });
+    const response = await tab.goto(`${api}/docs`, { waitUntil: 'networkidle' });
+    assert.equal(response.status(), 200);
+    assert.match(response.headers()['content-security-policy'], /^default-src 'none'; style-src 'sha256-/);
+    assert.deepEqual(elsewhere, [], 'requests to other origins');
+    assert.deepEqual(refused, [], 'console errors (a CSP refusal shows here)');
+
+    const document = await (await fetch(`${api}/openapi.json`)).json();
+    const operations = Object.entries(document.paths)
+      .flatMap(([path, item]) => Object.keys(item).map((method) => `${method.toUpperCase()} ${path}`));
+    assert.ok(operations.length >= 24, `${operations.length} operations documented`);
+    const headings = tab.locator('h3.operation');
+    assert.ok(await headings.count() >= operations.length, 'a heading per operation');
+    const shown = (await headings.allTextContents()).map((text) => text.replace(/\s+/g, ' ').trim());
+    for (const operation of operations) {
+      assert.ok(shown.includes(operation), `${operation} is on the page`);
+    }
+    assert.ok(await headings.first().isVisible());
+    // The stylesheet applied (its hash is the one the policy allows): badges are coloured.
+    const badge = await tab.locator('.method.post').first()
+      .evaluate((element) => getComputedStyle(element).backgroundColor);
+    assert.equal(badge, 'rgb(11, 92, 173)');
+
+    const shot = join(screenshots, 'docs.png');
+    await tab.screenshot({ path: shot });
+    const bytes = statSync(shot).size;
+    assert.ok(bytes > 50_000, `docs.png is ${bytes} bytes: the page looks empty`);
+    console.log(`# ${shot}: ${bytes} bytes, ${operations.length} operations`);
     await context.close();
   });
 } finally {

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::me::UserView;
 use crate::app::Services;
@@ -14,6 +15,10 @@ use crate::domain::{
     AuthError, ClientKind, ClientMeta, IssuedSession, PresentedRefresh, Registration,
 };
 use crate::http::extract::RefreshCookie;
+use crate::http::openapi::{
+    self, AccountConflict, CsrfFailed, EmailNotVerified, InvalidJson, JsonBodyProblems,
+    LoginRefused, LogoutRefused, NotReady, NotReadyOrOverloaded, RefreshRefused,
+};
 use crate::http::{ApiError, ApiJson, Bearer};
 use crate::store::UserRecord;
 
@@ -22,42 +27,87 @@ pub const REFRESH_COOKIE: &str = "servauth_refresh";
 /// Name of the script-readable cookie holding the CSRF token.
 pub const CSRF_COOKIE: &str = "servauth_csrf";
 
-#[derive(Debug, Deserialize)]
+/// A new account: the credentials to sign in with, and how the client keeps its session.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    /// Trimmed; one `@`, a domain with a dot, at most 254 characters. Unique, compared
+    /// case-insensitively; stored as given.
+    #[schema(value_type = String, required = true, example = "ada@example.com")]
     email: Option<String>,
+    /// 15 (`SERVAUTH_PASSWORD_MIN_LENGTH`, at least 8) to 128 characters after NFKC
+    /// normalization; not a common password, not the email or its local part.
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128, format = Password,
+        example = "correct horse battery staple")]
     password: Option<SecretString>,
+    /// Optional; 3 to 32 of `A-Z a-z 0-9 _ . -`, unique case-insensitively.
+    #[schema(pattern = r"^[A-Za-z0-9_.-]{3,32}$", example = "ada")]
     username: Option<String>,
+    /// `browser` (the default) or `native`.
+    #[schema(value_type = Option<openapi::ClientKind>)]
     client: Option<ClientKind>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Credentials, and how the client keeps its session.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
+    #[schema(value_type = String, required = true, example = "ada@example.com")]
     email: Option<String>,
+    #[schema(value_type = String, required = true, format = Password,
+        example = "correct horse battery staple")]
     password: Option<SecretString>,
+    /// `browser` (the default) or `native`.
+    #[schema(value_type = Option<openapi::ClientKind>)]
     client: Option<ClientKind>,
 }
 
 /// A native client's refresh token (browsers send none: theirs is in the cookie).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshRequest {
+    /// The `refresh_token` of the last login, register or refresh answer (native clients).
+    #[schema(value_type = Option<String>)]
     refresh_token: Option<SecretString>,
 }
 
-/// The body of a register, login or refresh answer.
-#[derive(Debug, Serialize)]
+/// The body of a register, login or refresh answer: a browser gets `csrf_token` (and the
+/// refresh token as a cookie), a native client `refresh_token`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionBody {
+    /// The account (register and login only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     user: Option<UserView>,
+    /// A JWT, sent back as `Authorization: Bearer <access_token>`.
     access_token: String,
+    #[schema(value_type = String, pattern = "^Bearer$", example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
+    #[schema(example = 900)]
     expires_in: i64,
+    /// Browser clients: the value to send as `X-CSRF-Token` with the refresh cookie.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     csrf_token: Option<String>,
+    /// Native clients: the refresh token (single use: every refresh rotates it).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     refresh_token: Option<String>,
 }
 
-pub async fn register(
+/// Create an account
+///
+/// Opens a session at once, like login, and emails a link to verify the address.
+#[utoipa::path(post, path = "/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The account and its first session. A browser client also \
+            gets the `servauth_refresh` and `servauth_csrf` cookies.", body = SessionBody,
+            headers(("Set-Cookie" = String, description = "Browser clients: the refresh and CSRF cookies."))),
+        (status = 400, response = InvalidJson),
+        (status = 409, response = AccountConflict),
+        JsonBodyProblems,
+        (status = 503, response = NotReadyOrOverloaded),
+    ))]
+pub async fn create_account(
     services: Services,
     meta: ClientMeta,
     ApiJson(body): ApiJson<RegisterRequest>,
@@ -74,7 +124,22 @@ pub async fn register(
     Ok((StatusCode::CREATED, response).into_response())
 }
 
-pub async fn login(
+/// Sign in
+///
+/// Opens a session for a device. A wrong email and a wrong password get the same answer.
+#[utoipa::path(post, path = "/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A new session. A browser client also gets the \
+            `servauth_refresh` and `servauth_csrf` cookies.", body = SessionBody,
+            headers(("Set-Cookie" = String, description = "Browser clients: the refresh and CSRF cookies."))),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = LoginRefused),
+        (status = 403, response = EmailNotVerified),
+        JsonBodyProblems,
+        (status = 503, response = NotReadyOrOverloaded),
+    ))]
+pub async fn create_session(
     services: Services,
     meta: ClientMeta,
     ApiJson(body): ApiJson<LoginRequest>,
@@ -85,7 +150,27 @@ pub async fn login(
     Ok(session_response(&services.config, kind, Some(user), issued))
 }
 
-pub async fn refresh(
+/// Refresh the access token
+///
+/// Rotates the refresh token: a browser sends the cookie with `X-CSRF-Token` and no body, a
+/// native client `{"refresh_token": "..."}`. A refresh token already rotated out revokes its
+/// whole session, except within `SERVAUTH_REFRESH_REUSE_GRACE` (10 s) of its rotation, when it
+/// gets the same answer again.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth",
+    request_body(content = ref("#/components/schemas/RefreshRequest"),
+        description = "Native clients only; a browser sends no body."),
+    security(("refresh_cookie" = [], "csrf_token" = []), ()),
+    responses(
+        (status = 200, description = "A new access token and the next refresh token (a browser \
+            gets it as a cookie, with a new CSRF token).", body = SessionBody,
+            headers(("Set-Cookie" = String, description = "Browser clients: the rotated refresh and CSRF cookies."))),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = RefreshRefused),
+        (status = 403, response = CsrfFailed),
+        JsonBodyProblems,
+        (status = 503, response = NotReady),
+    ))]
+pub async fn refresh_session(
     services: Services,
     cookie: RefreshCookie,
     ApiJson(body): ApiJson<RefreshRequest>,
@@ -99,9 +184,24 @@ pub async fn refresh(
     Ok(session_response(&services.config, kind, None, issued))
 }
 
-/// Ends the current session, named by the bearer token, else by the refresh token (native
-/// body, or cookie with its CSRF token). The cookies are cleared.
-pub async fn logout(
+/// Sign out
+///
+/// Ends the current session, named by the bearer token, else by the refresh token (a native
+/// client's in the body, or the cookie with its CSRF token). The cookies are cleared.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    request_body(content = ref("#/components/schemas/RefreshRequest"),
+        description = "Native clients without a bearer token only."),
+    security(("bearer" = []), ("refresh_cookie" = [], "csrf_token" = []), ()),
+    responses(
+        (status = 204, description = "The session is revoked and the cookies cleared.",
+            headers(("Set-Cookie" = String, description = "Expired `servauth_refresh` and `servauth_csrf` cookies."))),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = LogoutRefused),
+        (status = 403, response = CsrfFailed),
+        JsonBodyProblems,
+        (status = 503, response = NotReady),
+    ))]
+pub async fn revoke_current_session(
     services: Services,
     bearer: Bearer,
     cookie: RefreshCookie,

@@ -5,22 +5,34 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::Services;
 use crate::domain::ProfileUpdate;
+use crate::http::openapi::{
+    self, AccessTokenRefused, AccountConflict, InvalidJson, JsonBodyProblems, NotReady,
+    NotReadyOrOverloaded, PasswordRefused,
+};
 use crate::http::{ApiError, ApiJson, Bearer};
 use crate::store::{Role, UserRecord};
 
-/// The user object of the contract. Never holds the password hash or a token.
-#[derive(Debug, Serialize)]
+/// A user account. Never holds the password hash or a token.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
     id: Uuid,
+    /// As given at registration (or by a confirmed change).
+    #[schema(example = "ada@example.com")]
     email: String,
+    #[schema(example = "ada")]
     username: Option<String>,
     email_verified: bool,
+    #[schema(value_type = openapi::Role)]
     role: Role,
+    /// The new address of an email change that awaits confirmation; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pending_email: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -41,17 +53,25 @@ impl From<UserRecord> for UserView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Changes to the profile; an absent field is left as it is.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateMeRequest {
-    /// Absent: unchanged; `null`: removed; a string: set.
+    /// Absent: unchanged; `null`: removed; a string: set (3 to 32 of `A-Z a-z 0-9 _ . -`).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = r"^[A-Za-z0-9_.-]{3,32}$")]
     username: Option<Option<String>>,
+    /// A new address: needs `current_password`; it becomes `pending_email` until the link
+    /// mailed to it is used (`POST /auth/email/verify`).
     email: Option<String>,
+    /// Needed to change `email`.
+    #[schema(value_type = Option<String>, format = Password)]
     current_password: Option<SecretString>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The password, to confirm the deletion.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct DeleteMeRequest {
+    #[schema(value_type = String, required = true, format = Password)]
     password: Option<SecretString>,
 }
 
@@ -64,12 +84,41 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-pub async fn show(services: Services, bearer: Bearer) -> Result<Json<UserView>, ApiError> {
+/// The signed-in user
+///
+/// The account of the access token's user, `pending_email` included while an email change
+/// awaits confirmation.
+#[utoipa::path(get, path = "/auth/me", tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's account.", body = UserView),
+        (status = 401, response = AccessTokenRefused),
+        (status = 503, response = NotReady),
+    ))]
+pub async fn get_me(services: Services, bearer: Bearer) -> Result<Json<UserView>, ApiError> {
     let caller = services.sessions.authenticate(bearer.token()).await?;
     Ok(Json(caller.user.into()))
 }
 
-pub async fn update(
+/// Update the profile
+///
+/// Sets or removes the username, or starts an email change: the account then shows
+/// `pending_email`, a confirmation link goes to the new address and a notice to the old one,
+/// and the address changes only when the link is used.
+#[utoipa::path(patch, path = "/auth/me", tag = "account",
+    request_body(content = ref("#/components/schemas/UpdateMeRequest"),
+        description = "Optional: no body changes nothing."),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated account.", body = UserView),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = AccessTokenRefused),
+        (status = 403, response = PasswordRefused),
+        (status = 409, response = AccountConflict),
+        JsonBodyProblems,
+        (status = 503, response = NotReadyOrOverloaded),
+    ))]
+pub async fn update_me(
     services: Services,
     bearer: Bearer,
     ApiJson(body): ApiJson<UpdateMeRequest>,
@@ -87,7 +136,45 @@ pub async fn update(
     Ok(Json(user.into()))
 }
 
-pub async fn delete(
+/// Update the profile (PUT)
+///
+/// The same as `PATCH /auth/me`: an absent field is left as it is.
+#[utoipa::path(put, path = "/auth/me", tag = "account",
+    request_body(content = ref("#/components/schemas/UpdateMeRequest"),
+        description = "Optional: no body changes nothing."),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated account.", body = UserView),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = AccessTokenRefused),
+        (status = 403, response = PasswordRefused),
+        (status = 409, response = AccountConflict),
+        JsonBodyProblems,
+        (status = 503, response = NotReadyOrOverloaded),
+    ))]
+pub async fn put_me(
+    services: Services,
+    bearer: Bearer,
+    body: ApiJson<UpdateMeRequest>,
+) -> Result<Json<UserView>, ApiError> {
+    update_me(services, bearer, body).await
+}
+
+/// Delete the account
+///
+/// Deletes the account and every session; the email address can register again.
+#[utoipa::path(delete, path = "/auth/me", tag = "account",
+    request_body = DeleteMeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The account is gone."),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = AccessTokenRefused),
+        (status = 403, response = PasswordRefused),
+        JsonBodyProblems,
+        (status = 503, response = NotReadyOrOverloaded),
+    ))]
+pub async fn delete_me(
     services: Services,
     bearer: Bearer,
     ApiJson(body): ApiJson<DeleteMeRequest>,

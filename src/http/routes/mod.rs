@@ -1,6 +1,7 @@
 //! Handlers, one file per resource, with their request and response types.
 
 pub mod auth;
+pub mod docs;
 pub mod email;
 pub mod health;
 pub mod internal;

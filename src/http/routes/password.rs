@@ -2,45 +2,98 @@
 
 use axum::Json;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::app::Services;
+use crate::http::openapi::{
+    AccessTokenRefused, InvalidJson, InvalidJsonOrLinkToken, JsonBodyProblems, NotReady,
+    NotReadyOrOverloaded, PasswordRefused,
+};
 use crate::http::{ApiError, ApiJson, Bearer};
 
-#[derive(Debug, Deserialize)]
+/// The address to send a reset link to.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ForgotRequest {
+    #[schema(value_type = String, required = true, example = "ada@example.com")]
     email: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The token of a reset link and the new password.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ResetRequest {
+    /// The `token` of the link's query.
+    #[schema(value_type = String, required = true)]
     token: Option<String>,
+    /// The new password, under the same rules as at registration.
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128, format = Password)]
     password: Option<SecretString>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The current password and the new one.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangeRequest {
+    #[schema(value_type = String, required = true, format = Password)]
     current_password: Option<SecretString>,
+    /// Under the same rules as at registration.
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128, format = Password)]
     new_password: Option<SecretString>,
 }
 
-/// Always the same 202 for a well-formed address, whether or not it has an account.
-pub async fn forgot(
-    services: Services,
-    ApiJson(body): ApiJson<ForgotRequest>,
-) -> Result<Response, ApiError> {
-    services.accounts.forgot_password(body.email)?;
-    let body = json!({
-        "status": "accepted",
-        "detail": "If an account has this address, a link to reset its password is on its way.",
-    });
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+/// The answer of a request whose effect happens in the background (an email).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    #[schema(value_type = String, pattern = "^accepted$", example = "accepted")]
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    detail: Option<&'static str>,
 }
 
-pub async fn reset(
+impl Accepted {
+    pub const fn new(detail: Option<&'static str>) -> Self {
+        Self {
+            status: "accepted",
+            detail,
+        }
+    }
+}
+
+/// Ask for a password-reset link
+///
+/// The same `202`, just as fast, whether or not the address has an account; when it has
+/// one, a single-use link valid for `SERVAUTH_RESET_TTL` (30 minutes) is emailed to it.
+#[utoipa::path(post, path = "/auth/password/forgot", tag = "account",
+    request_body = ForgotRequest,
+    responses(
+        (status = 202, description = "Accepted; a link is on its way if the account exists.", body = Accepted),
+        (status = 400, response = InvalidJson),
+        JsonBodyProblems,
+        (status = 503, response = NotReady),
+    ))]
+pub async fn request_password_reset(
+    services: Services,
+    ApiJson(body): ApiJson<ForgotRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    services.accounts.forgot_password(body.email)?;
+    let detail = "If an account has this address, a link to reset its password is on its way.";
+    Ok((StatusCode::ACCEPTED, Json(Accepted::new(Some(detail)))))
+}
+
+/// Reset the password
+///
+/// With the token of a reset link: sets the new password and revokes every session. The
+/// token works once; a password the policy rejects gets `422` and leaves it usable.
+#[utoipa::path(post, path = "/auth/password/reset", tag = "account",
+    request_body = ResetRequest,
+    responses(
+        (status = 204, description = "The password is changed; every session is revoked."),
+        (status = 400, response = InvalidJsonOrLinkToken),
+        JsonBodyProblems,
+        (status = 503, response = NotReadyOrOverloaded),
+    ))]
+pub async fn reset_password(
     services: Services,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -51,7 +104,21 @@ pub async fn reset(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn change(
+/// Change the password
+///
+/// Needs the current password; revokes every other session.
+#[utoipa::path(post, path = "/auth/password/change", tag = "account",
+    request_body = ChangeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The password is changed; the other sessions are revoked."),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = AccessTokenRefused),
+        (status = 403, response = PasswordRefused),
+        JsonBodyProblems,
+        (status = 503, response = NotReadyOrOverloaded),
+    ))]
+pub async fn change_password(
     services: Services,
     bearer: Bearer,
     ApiJson(body): ApiJson<ChangeRequest>,

@@ -6,6 +6,8 @@ mod cli;
 mod conventions;
 mod internal;
 mod mail;
+mod metrics;
+mod openapi;
 mod process;
 mod sessions;
 mod tokens;

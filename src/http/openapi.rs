@@ -1,0 +1,425 @@
+//! The frame of the OpenAPI document: info, tags, security schemes, the problem schemas and
+//! the reusable problem responses that operations name (`(status = 401, response =
+//! AccessTokenRefused)`). The paths come from each handler's `#[utoipa::path]`, registered
+//! together with its route in [`super::router`], so the document cannot drift from the routes.
+
+use std::collections::BTreeMap;
+
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::tag::{Tag, TagBuilder};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, HeaderBuilder, InfoBuilder, LicenseBuilder, OpenApi,
+    OpenApiBuilder, Ref, RefOr, Response, ResponseBuilder,
+};
+use utoipa::{IntoResponses, ToResponse, ToSchema};
+
+use super::problem::{Problem, ProblemFieldError};
+use super::routes::auth::{REFRESH_COOKIE, RefreshRequest};
+use super::routes::me::UpdateMeRequest;
+
+const DESCRIPTION: &str = "\
+A self-hosted authentication server: email + password accounts, short-lived JWT access \
+tokens, rotating refresh tokens, per-device sessions, and a JWK Set for other services.
+
+JSON in and out. A request with a body sends `Content-Type: application/json` (else `415`); \
+bodies over 64 KiB get `413`; unknown fields are ignored. Every response carries \
+`X-Request-Id` (the request's own when it is 1-128 chars of `[A-Za-z0-9._-]`). Errors are \
+RFC 9457 problem details (`application/problem+json`) whose `code` is the stable, \
+machine-readable part. An undocumented method on a documented path answers \
+`405 method_not_allowed` with `Allow`.
+
+Browsers keep the refresh token in the HttpOnly cookie `servauth_refresh` and send \
+`X-CSRF-Token` with it; native clients send `\"client\": \"native\"` at login or register and \
+get the refresh token in the body instead. The access token always travels as \
+`Authorization: Bearer <jwt>`.";
+
+/// The document before any path is registered.
+pub fn base() -> OpenApi {
+    let info = InfoBuilder::new()
+        .title("servauth")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(DESCRIPTION))
+        .license(Some(
+            LicenseBuilder::new()
+                .name(env!("CARGO_PKG_LICENSE"))
+                .identifier(Some(env!("CARGO_PKG_LICENSE")))
+                .build(),
+        ))
+        .build();
+    let mut components = ComponentsBuilder::new()
+        .schema_from::<Problem>()
+        .schema_from::<ProblemFieldError>()
+        // Optional bodies are named by `ref(…)`, which does not collect their schemas.
+        .schema_from::<RefreshRequest>()
+        .schema_from::<UpdateMeRequest>()
+        .schema("ValidationProblem", validation_problem())
+        .security_scheme("bearer", bearer())
+        .security_scheme(
+            "refresh_cookie",
+            api_key(
+                ApiKey::Cookie,
+                REFRESH_COOKIE,
+                "The browser session's refresh token, an HttpOnly cookie (`Path=/auth`) set by \
+                 register, login and refresh. Always sent together with `X-CSRF-Token`.",
+            ),
+        )
+        .security_scheme(
+            "csrf_token",
+            api_key(
+                ApiKey::Header,
+                "X-CSRF-Token",
+                "The session's CSRF token (`csrf_token` of the last login, register or refresh \
+                 answer, also in the readable cookie `servauth_csrf`). Needed with the refresh \
+                 cookie; a request with an `Origin` must also come from the server's own \
+                 origin or one of `SERVAUTH_CORS_ORIGINS`.",
+            ),
+        )
+        .security_scheme(
+            "service_auth",
+            api_key(
+                ApiKey::Header,
+                "X-Service-Auth",
+                "The shared secret `SERVAUTH_INTERNAL_SECRET`, for other services calling \
+                 `/api/internal/*`.",
+            ),
+        );
+    for (name, response) in problem_responses() {
+        components = components.response(name, response);
+    }
+    OpenApiBuilder::new()
+        .info(info)
+        .tags(Some(tags()))
+        .components(Some(components.build()))
+        .build()
+}
+
+/// The groups of operations, in the order the reference page shows them.
+fn tags() -> Vec<Tag> {
+    [
+        (
+            "auth",
+            "Create an account, sign in, refresh the access token, sign out.",
+        ),
+        (
+            "account",
+            "The signed-in user's own account: profile, password, email address.",
+        ),
+        (
+            "sessions",
+            "The signed-in user's sessions, one per device or browser.",
+        ),
+        (
+            "internal",
+            "For other services, authenticated by `X-Service-Auth`. These routes are mounted \
+             only when `SERVAUTH_INTERNAL_SECRET` is set; without it they answer `404`.",
+        ),
+        ("keys", "The public keys that verify access tokens."),
+        ("health", "Probes for orchestrators and load balancers."),
+        ("reference", "This document and the page that shows it."),
+    ]
+    .into_iter()
+    .map(|(name, description)| {
+        TagBuilder::new()
+            .name(name)
+            .description(Some(description))
+            .build()
+    })
+    .collect()
+}
+
+fn bearer() -> SecurityScheme {
+    SecurityScheme::Http(
+        HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "An access token (`access_token` of login, register or refresh) as \
+                 `Authorization: Bearer <jwt>`. It expires after `SERVAUTH_ACCESS_TTL` \
+                 (15 minutes by default) and stops working at once when its session is revoked.",
+            ))
+            .build(),
+    )
+}
+
+fn api_key(place: fn(ApiKeyValue) -> ApiKey, name: &str, description: &str) -> SecurityScheme {
+    SecurityScheme::ApiKey(place(ApiKeyValue::with_description(name, description)))
+}
+
+/// A `Problem` whose `errors` is always there.
+fn validation_problem() -> RefOr<utoipa::openapi::schema::Schema> {
+    AllOfBuilder::new()
+        .item(Ref::from_schema_name(Problem::name()))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .required("errors"),
+        )
+        .description(Some(
+            "A `422 validation_failed` problem: `errors` lists every rule the request breaks.",
+        ))
+        .into()
+}
+
+/// A problem response: its description names the `code`s it stands for.
+fn problem(description: &str, schema: &str) -> ResponseBuilder {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(schema)))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/problem+json", content)
+}
+
+fn with_header(response: ResponseBuilder, name: &str, schema: Type, description: &str) -> Response {
+    let header = HeaderBuilder::new()
+        .schema(Some(ObjectBuilder::new().schema_type(schema)))
+        .description(Some(description))
+        .build();
+    response.header(name, header).build()
+}
+
+fn unauthorized(description: &str) -> Response {
+    with_header(
+        problem(description, "Problem"),
+        "WWW-Authenticate",
+        Type::String,
+        "`Bearer`, with `error=\"invalid_token\"` when a credential was sent.",
+    )
+}
+
+fn unavailable(description: &str) -> Response {
+    with_header(
+        problem(description, "Problem"),
+        "Retry-After",
+        Type::Integer,
+        "Seconds to wait before trying again.",
+    )
+}
+
+/// Declares the reusable problem responses: one type each, for `response = …` in
+/// `#[utoipa::path]`, and the list that puts them all in the document's components.
+macro_rules! problem_responses {
+    ($($(#[doc = $doc:literal])* $name:ident => $response:expr;)+) => {
+        $(
+            $(#[doc = $doc])*
+            pub struct $name;
+
+            impl<'r> ToResponse<'r> for $name {
+                fn response() -> (&'r str, RefOr<Response>) {
+                    (stringify!($name), RefOr::T($response))
+                }
+            }
+        )+
+
+        fn problem_responses() -> Vec<(&'static str, RefOr<Response>)> {
+            vec![$(<$name as ToResponse>::response()),+]
+        }
+    };
+}
+
+problem_responses! {
+    /// 400 for every operation that reads a JSON body.
+    InvalidJson => problem("`invalid_json`: the body is not valid JSON (or not UTF-8).", "Problem").build();
+    /// 400 for the operations that take an emailed link's token.
+    InvalidJsonOrLinkToken => problem(
+        "`invalid_json`: the body is not valid JSON; `invalid_token`: the link's token is \
+         unknown, already used or expired.",
+        "Problem",
+    ).build();
+    /// 401 for the operations behind an access token.
+    AccessTokenRefused => unauthorized(
+        "`missing_credentials`: no `Authorization: Bearer` token; `invalid_token`: the token is \
+         malformed, badly signed, or its session was revoked; `token_expired`: it is past `exp`.",
+    );
+    /// 401 of login.
+    LoginRefused => unauthorized(
+        "`invalid_credentials`: the email or the password is wrong (the same answer, in about \
+         the same time, either way).",
+    );
+    /// 401 of refresh.
+    RefreshRefused => unauthorized(
+        "`missing_credentials`: neither a `refresh_token` in the body nor the refresh cookie; \
+         `invalid_token`: the refresh token is unknown, expired or its session revoked; \
+         `refresh_token_reused`: it was already rotated out (outside the grace period), so its \
+         whole session is now revoked.",
+    );
+    /// 401 of logout.
+    LogoutRefused => unauthorized(
+        "`missing_credentials`: no bearer token, no `refresh_token` and no refresh cookie; \
+         `invalid_token` or `token_expired`: the credential is not valid, or its session was \
+         already revoked.",
+    );
+    /// 401 of the internal routes.
+    ServiceAuthRefused => unauthorized(
+        "`missing_credentials`: no `X-Service-Auth`; `invalid_token`: it is not the configured \
+         secret.",
+    );
+    /// 403 of the operations that ask for the password again.
+    PasswordRefused => problem(
+        "`invalid_credentials`: the password given to confirm the change is wrong.",
+        "Problem",
+    ).build();
+    /// 403 of the operations that accept the refresh cookie.
+    CsrfFailed => problem(
+        "`csrf_failed`: the refresh cookie came without the session's `X-CSRF-Token`, or from \
+         an origin that is not allowed.",
+        "Problem",
+    ).build();
+    /// 403 of login when verified addresses are required.
+    EmailNotVerified => problem(
+        "`email_not_verified`: the password is right, but `SERVAUTH_REQUIRE_VERIFIED_EMAIL` is \
+         set and the address is not verified yet.",
+        "Problem",
+    ).build();
+    /// 404 of a session of the caller's.
+    SessionNotFound => problem(
+        "`not_found`: the caller has no live session with this id (another user's, an unknown \
+         or a malformed id alike).",
+        "Problem",
+    ).build();
+    /// 404 of the internal user lookup.
+    UserNotFound => problem(
+        "`not_found`: no user has this id (or the internal routes are not enabled).",
+        "Problem",
+    ).build();
+    /// 404 of the internal routes when they are not mounted.
+    InternalDisabled => problem(
+        "`not_found`: the internal routes are not enabled (`SERVAUTH_INTERNAL_SECRET` is unset).",
+        "Problem",
+    ).build();
+    /// 409 of the operations that set an email address or a username.
+    AccountConflict => problem(
+        "`email_taken`: another account has this email address; `username_taken`: another \
+         account has this username (both compared case-insensitively).",
+        "Problem",
+    ).build();
+    /// 409 of email verification.
+    EmailTaken => problem(
+        "`email_taken`: the link confirms a change to an address another account took meanwhile.",
+        "Problem",
+    ).build();
+    /// 413 for every operation that reads a JSON body.
+    PayloadTooLarge => problem("`payload_too_large`: the body is over 64 KiB.", "Problem").build();
+    /// 415 for every operation that reads a JSON body.
+    UnsupportedMediaType => problem(
+        "`unsupported_media_type`: a body without `Content-Type: application/json`.",
+        "Problem",
+    ).build();
+    /// 422 for every operation that reads a JSON body.
+    ValidationFailed => problem(
+        "`validation_failed`: missing or ill-typed fields, a body that is not a JSON object, or \
+         values the input rules reject; `errors` lists each.",
+        "ValidationProblem",
+    ).build();
+    /// 503 for every operation that needs the database.
+    NotReady => unavailable(
+        "`not_ready`: the server is still starting (database, migrations, keys).",
+    );
+    /// 503 for the operations that hash a password.
+    NotReadyOrOverloaded => unavailable(
+        "`not_ready`: the server is still starting; `overloaded`: too many passwords are \
+         waiting to be hashed.",
+    );
+}
+
+/// 413, 415 and 422: how [`ApiJson`](super::ApiJson) refuses a body, for every operation that
+/// reads one. (Each lists its 400 itself: a few give it another `code` as well.)
+pub struct JsonBodyProblems;
+
+impl IntoResponses for JsonBodyProblems {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            ("413", PayloadTooLarge::response().0),
+            ("415", UnsupportedMediaType::response().0),
+            ("422", ValidationFailed::response().0),
+        ]
+        .into_iter()
+        .map(|(status, name)| (status.to_owned(), Ref::from_response_name(name).into()))
+        .collect()
+    }
+}
+
+/// The documented `role` of a user: the values `store::Role` serializes to.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "documents `store::Role`; never built")
+)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+/// The documented `client` of login and register: the values `domain::ClientKind` reads.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "documents `domain::ClientKind`; never built")
+)]
+pub enum ClientKind {
+    /// The default: the refresh token in an HttpOnly cookie, a CSRF token in the body.
+    Browser,
+    /// The refresh token in the body; no cookies, no CSRF token.
+    Native,
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema as _;
+
+    use super::*;
+    use crate::domain;
+    use crate::store;
+
+    fn documented_values(schema: RefOr<utoipa::openapi::schema::Schema>) -> Vec<serde_json::Value> {
+        let schema = serde_json::to_value(schema).unwrap();
+        schema["enum"].as_array().unwrap().clone()
+    }
+
+    /// Each mirror documents the wire value of every variant of the real type, and nothing
+    /// else. The matches are exhaustive: a new variant does not compile until it is mirrored.
+    #[test]
+    fn mirrored_enums_match_the_wire() {
+        let roles = [store::Role::User, store::Role::Admin].map(|role| match role {
+            store::Role::User => (role, Role::User),
+            store::Role::Admin => (role, Role::Admin),
+        });
+        let documented = documented_values(Role::schema());
+        assert_eq!(documented.len(), roles.len());
+        for (role, _) in roles {
+            assert!(documented.contains(&serde_json::to_value(role).unwrap()));
+        }
+
+        let kinds =
+            [domain::ClientKind::Browser, domain::ClientKind::Native].map(|kind| match kind {
+                domain::ClientKind::Browser => (kind, ClientKind::Browser),
+                domain::ClientKind::Native => (kind, ClientKind::Native),
+            });
+        let documented = documented_values(ClientKind::schema());
+        assert_eq!(documented.len(), kinds.len());
+        for value in documented {
+            let parsed: domain::ClientKind = serde_json::from_value(value).unwrap();
+            assert!(kinds.iter().any(|(kind, _)| *kind == parsed));
+        }
+    }
+
+    /// `ProblemFieldError` documents exactly the fields `FieldError` serializes.
+    #[test]
+    fn field_error_mirror_has_the_wire_fields() {
+        let wire = serde_json::to_value(domain::FieldError::new("email", "required", "x")).unwrap();
+        let documented = serde_json::to_value(ProblemFieldError::schema()).unwrap();
+        let mut wire: Vec<_> = wire.as_object().unwrap().keys().cloned().collect();
+        let mut documented: Vec<_> = documented["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        wire.sort();
+        documented.sort();
+        assert_eq!(wire, documented);
+    }
+}
