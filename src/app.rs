@@ -19,6 +19,7 @@ use crate::domain::{
     ServiceSecret, Sessions, SigningKeys,
 };
 use crate::http::{self, ApiError};
+use crate::limits::RateLimits;
 use crate::mail::{Mailer, Templates};
 use crate::store::{self, Store, StoreError};
 
@@ -38,6 +39,7 @@ pub struct Services {
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    pub limits: Arc<RateLimits>,
     services: Arc<OnceLock<Services>>,
 }
 
@@ -79,12 +81,14 @@ impl App {
                 config.listen
             )
         })?;
+        let limits = RateLimits::new(&config)?;
         let state = AppState {
             config: config.clone(),
             store: store.clone(),
+            limits: limits.clone(),
             services: Arc::default(),
         };
-        match initialize(&config, &store, &clock).await {
+        match initialize(&config, &store, &clock, &limits).await {
             Ok(services) => {
                 let _ = state.services.set(services);
             }
@@ -97,7 +101,7 @@ impl App {
                 tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(INIT_RETRY).await;
-                        match initialize(&config, &store, &clock).await {
+                        match initialize(&config, &store, &clock, &limits).await {
                             Ok(ready) => {
                                 let _ = services.set(ready);
                                 tracing::info!("start-up complete");
@@ -182,6 +186,7 @@ async fn initialize(
     config: &Arc<Config>,
     store: &Arc<dyn Store>,
     clock: &Arc<dyn Clock>,
+    limits: &Arc<RateLimits>,
 ) -> anyhow::Result<Services> {
     if config.migrate == MigrateMode::Auto {
         store.migrate().await.context("applying migrations")?;
@@ -224,6 +229,7 @@ async fn initialize(
         clock.clone(),
         mail,
         config.require_verified_email,
+        limits.clone(),
     );
     let service_secret = config.internal_secret.as_ref().map(ServiceSecret::new);
     Ok(Services {

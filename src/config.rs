@@ -112,6 +112,26 @@ pub struct Settings {
           action = clap::ArgAction::Set)]
     pub require_verified_email: bool,
 
+    /// Redis shared by every replica for rate limits (`redis://host:6379`). Unset: limits
+    /// are kept per process.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Requests per client IP on each of register, login, forgot, reset and verify:
+    /// `COUNT/WINDOW`, e.g. `30/1m`.
+    #[arg(long, env = "SERVAUTH_RATE_LIMIT", default_value = "30/1m", value_parser = parse_quota)]
+    pub rate_limit: Quota,
+
+    /// Failed logins per account before further logins to it wait: `COUNT/WINDOW`.
+    #[arg(long, env = "SERVAUTH_LOGIN_FAILURE_LIMIT", default_value = "5/15m",
+          value_parser = parse_quota)]
+    pub login_failure_limit: Quota,
+
+    /// Proxies whose `X-Forwarded-For` is believed (comma-separated CIDRs, e.g.
+    /// `10.0.0.0/8,127.0.0.1/32`). Unset: the client is always the socket peer.
+    #[arg(long, env = "SERVAUTH_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Minimum password length in characters (8 at the least; NIST asks 15 for single-factor).
     #[arg(long, env = "SERVAUTH_PASSWORD_MIN_LENGTH", default_value_t = 15,
           value_parser = clap::value_parser!(u32).range(8..=128))]
@@ -230,6 +250,11 @@ pub struct Config {
     pub reset_ttl: chrono::Duration,
     pub verify_ttl: chrono::Duration,
     pub require_verified_email: bool,
+    /// May hold a password: never logged.
+    pub redis_url: Option<SecretString>,
+    pub rate_limit: Quota,
+    pub login_failure_limit: Quota,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub password_min_length: usize,
     pub argon2: Argon2Config,
     pub hash_workers: usize,
@@ -336,6 +361,14 @@ impl Settings {
         })?;
         let app_url = self.app_url.as_ref().unwrap_or(&self.public_url);
         let app_url = app_url.as_str().trim_end_matches('/').to_owned();
+        if let Some(url) = &self.redis_url
+            && redis::Client::open(url.expose_secret()).is_err()
+        {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                "expected redis://host:port[/db]",
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log).is_err() {
             return Err(ConfigError::new(
                 "SERVAUTH_LOG",
@@ -370,6 +403,10 @@ impl Settings {
             reset_ttl: to_chrono(self.reset_ttl, "SERVAUTH_RESET_TTL")?,
             verify_ttl: to_chrono(self.verify_ttl, "SERVAUTH_VERIFY_TTL")?,
             require_verified_email: self.require_verified_email,
+            redis_url: self.redis_url,
+            rate_limit: self.rate_limit,
+            login_failure_limit: self.login_failure_limit,
+            trusted_proxies: self.trusted_proxies,
             password_min_length: self.password_min_length as usize,
             argon2: Argon2Config {
                 memory_kib: self.argon2_memory_kib,
@@ -402,6 +439,39 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         return Err(format!("`{value}` is longer than ten years"));
     }
     Ok(duration)
+}
+
+/// A rate: at most `count` in each `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub count: u32,
+    pub window: Duration,
+}
+
+/// `COUNT/WINDOW`, e.g. `30/1m`, `5/15m`.
+fn parse_quota(value: &str) -> Result<Quota, String> {
+    let (count, window) = value
+        .split_once('/')
+        .ok_or_else(|| format!("`{value}` is not COUNT/WINDOW (e.g. 30/1m)"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|count| *count > 0)
+        .ok_or_else(|| format!("`{count}` is not a positive count"))?;
+    Ok(Quota {
+        count,
+        window: parse_duration(window)?,
+    })
+}
+
+/// A CIDR (`10.0.0.0/8`) or a single address.
+fn parse_cidr(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{value}` is not a CIDR such as 10.0.0.0/8"))
 }
 
 /// The reuse grace: a duration, or `0s` for none.
@@ -542,6 +612,43 @@ mod tests {
         ] {
             assert!(settings(&["--cors-origins", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn quotas_and_proxies_parse() {
+        let config = settings(&[
+            "--trusted-proxies",
+            "10.0.0.0/8, 127.0.0.1",
+            "--rate-limit",
+            "100/10s",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(
+            config.rate_limit,
+            Quota {
+                count: 100,
+                window: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(
+            config.login_failure_limit,
+            Quota {
+                count: 5,
+                window: Duration::from_secs(900)
+            }
+        );
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(settings(&["--rate-limit", "0/1m"]).is_err());
+        assert!(settings(&["--rate-limit", "30"]).is_err());
+        assert!(settings(&["--trusted-proxies", "everyone"]).is_err());
+        assert!(
+            settings(&["--redis-url", "http://x"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
     }
 
     #[test]

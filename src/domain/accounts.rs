@@ -12,6 +12,7 @@ use super::{
     Username,
 };
 use crate::clock::Clock;
+use crate::limits::RateLimits;
 use crate::mail::{Mailer, OutgoingEmail, Templates};
 use crate::store::{
     NewOneTimeToken, NewUser, ProfileChange, Role, Store, TokenPurpose, UserRecord,
@@ -53,6 +54,7 @@ pub struct Accounts {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) mail: AccountMail,
     require_verified_email: bool,
+    limits: Arc<RateLimits>,
     /// Emails with a link, per address: so that nobody can flood an inbox through us.
     mail_limiter: Arc<DefaultKeyedRateLimiter<String>>,
 }
@@ -80,6 +82,7 @@ impl Accounts {
         clock: Arc<dyn Clock>,
         mail: AccountMail,
         require_verified_email: bool,
+        limits: Arc<RateLimits>,
     ) -> Self {
         let burst = NonZeroU32::new(MAIL_BURST).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(MAIL_REFILL)
@@ -91,6 +94,7 @@ impl Accounts {
             clock,
             mail,
             require_verified_email,
+            limits,
             mail_limiter: Arc::new(RateLimiter::keyed(quota)),
         }
     }
@@ -188,6 +192,7 @@ impl Accounts {
             Err(AuthError::EmailNotVerified) => "email_not_verified",
             Err(AuthError::Validation(_)) => "invalid",
             Err(AuthError::Overloaded) => "overloaded",
+            Err(AuthError::RateLimited(_)) => "throttled",
             Err(_) => "error",
         };
         metrics::counter!("servauth_logins_total", "outcome" => outcome).increment(1);
@@ -209,6 +214,13 @@ impl Accounts {
             }
         };
         let key = Email::key_of(&email);
+        let reserved = self.limits.reserve_login(&key).await;
+        if !reserved.allowed {
+            metrics::counter!("servauth_rate_limited_total", "limit" => "login_failures_per_account")
+                .increment(1);
+            tracing::warn!("login refused: too many failed logins for this address lately");
+            return Err(AuthError::RateLimited(reserved));
+        }
         let credentials = self.store.find_credentials_by_email_key(&key).await?;
         let (user, stored) = credentials
             .map(|found| (found.user, found.password_hash))
@@ -217,6 +229,7 @@ impl Accounts {
         let verified = self.hashing.verify(password.clone(), stored).await?;
         match user {
             Some(user) if verified.matches => {
+                self.limits.login_succeeded(&key).await;
                 if verified.needs_rehash {
                     self.rehash(&user, password).await;
                 }

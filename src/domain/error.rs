@@ -70,6 +70,9 @@ pub enum AuthError {
     /// An access token past its `exp` (and the leeway).
     #[error("token expired")]
     TokenExpired,
+    /// A rate limit refused the request (`429`, with when to retry).
+    #[error("rate limited")]
+    RateLimited(crate::limits::Decision),
     /// The password-hashing queue is full.
     #[error("overloaded")]
     Overloaded,

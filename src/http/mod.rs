@@ -5,6 +5,7 @@
 mod extract;
 mod openapi;
 mod problem;
+mod rate_limit;
 mod reference;
 mod request_id;
 mod routes;
@@ -74,6 +75,10 @@ pub fn router(state: AppState) -> Router {
     }
     router
         // Only matched routes: their template (`/auth/sessions/{id}`) is the metric label.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::middleware,
+        ))
         .route_layer(middleware::from_fn(crate::metrics::track))
         .layer(Extension(ApiReference::new(&api)))
         .fallback(|| async { ApiError::RouteNotFound })

@@ -197,6 +197,33 @@ fn unavailable(description: &str) -> Response {
     )
 }
 
+fn rate_limited(description: &str) -> Response {
+    let integer = |description: &str| {
+        HeaderBuilder::new()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+            .description(Some(description))
+            .build()
+    };
+    problem(description, "Problem")
+        .header(
+            "Retry-After",
+            integer("Seconds to wait before trying again."),
+        )
+        .header(
+            "RateLimit-Limit",
+            integer("Requests allowed in the window."),
+        )
+        .header(
+            "RateLimit-Remaining",
+            integer("Requests left in the window (0)."),
+        )
+        .header(
+            "RateLimit-Reset",
+            integer("Seconds until the quota is whole again."),
+        )
+        .build()
+}
+
 /// Declares the reusable problem responses: one type each, for `response = …` in
 /// `#[utoipa::path]`, and the list that puts them all in the document's components.
 macro_rules! problem_responses {
@@ -312,6 +339,12 @@ problem_responses! {
          values the input rules reject; `errors` lists each.",
         "ValidationProblem",
     ).build();
+    /// 429 of the operations limited per client IP (and, for login, per account).
+    RateLimited => rate_limited(
+        "`rate_limited`: too many requests from this client (`SERVAUTH_RATE_LIMIT`), or, at \
+         login, too many failed logins for this address (`SERVAUTH_LOGIN_FAILURE_LIMIT`; the \
+         same for addresses without an account).",
+    );
     /// 503 for every operation that needs the database.
     NotReady => unavailable(
         "`not_ready`: the server is still starting (database, migrations, keys).",

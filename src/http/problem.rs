@@ -166,6 +166,12 @@ impl ApiError {
                     "The access token has expired.",
                     Challenge::InvalidToken,
                 ),
+                A::RateLimited(_) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many requests. Retry after the time in Retry-After.",
+                    Challenge::None,
+                ),
                 A::Overloaded => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "overloaded",
@@ -268,9 +274,24 @@ impl IntoResponse for ApiError {
                 );
             }
         }
+        if let Self::Auth(AuthError::RateLimited(decision)) = &self {
+            rate_limit_headers(headers, decision);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds, rounded up), and
+/// `Retry-After` when the request was refused (never earlier than the reset).
+pub fn rate_limit_headers(headers: &mut axum::http::HeaderMap, decision: &crate::limits::Decision) {
+    let reset = decision.reset.as_secs() + u64::from(decision.reset.subsec_nanos() > 0);
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(reset));
+    if !decision.allowed {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(reset.max(1)));
     }
 }

@@ -17,7 +17,7 @@ use crate::domain::{
 use crate::http::extract::RefreshCookie;
 use crate::http::openapi::{
     self, AccountConflict, CsrfFailed, EmailNotVerified, InvalidJson, JsonBodyProblems,
-    LoginRefused, LogoutRefused, NotReady, NotReadyOrOverloaded, RefreshRefused,
+    LoginRefused, LogoutRefused, NotReady, NotReadyOrOverloaded, RateLimited, RefreshRefused,
 };
 use crate::http::{ApiError, ApiJson, Bearer};
 use crate::store::UserRecord;
@@ -105,6 +105,7 @@ pub struct SessionBody {
         (status = 400, response = InvalidJson),
         (status = 409, response = AccountConflict),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReadyOrOverloaded),
     ))]
 pub async fn create_account(
@@ -137,6 +138,7 @@ pub async fn create_account(
         (status = 401, response = LoginRefused),
         (status = 403, response = EmailNotVerified),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReadyOrOverloaded),
     ))]
 pub async fn create_session(

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::password::Accepted;
 use crate::app::Services;
 use crate::http::openapi::{
-    AccessTokenRefused, EmailTaken, InvalidJsonOrLinkToken, JsonBodyProblems, NotReady,
+    AccessTokenRefused, EmailTaken, InvalidJsonOrLinkToken, JsonBodyProblems, NotReady, RateLimited,
 };
 use crate::http::{ApiError, ApiJson, Bearer};
 
@@ -32,6 +32,7 @@ pub struct VerifyRequest {
         (status = 400, response = InvalidJsonOrLinkToken),
         (status = 409, response = EmailTaken),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReady),
     ))]
 pub async fn verify_email(

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::app::{AppState, Services};
 use crate::http::openapi::NotReady;
+use crate::limits::RedisState;
 
 /// How long `/ready` waits for the database before calling it down.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -105,15 +106,21 @@ pub async fn get_liveness() -> Json<Up> {
 #[utoipa::path(get, path = "/ready", tag = "health",
     responses(
         (status = 200, description = "Ready for traffic.", body = Readiness),
-        (status = 503, description = "Not ready: the database does not answer, or start-up \
-            is not done.", body = Readiness),
+        (status = 503, description = "Not ready: the database (or a configured Redis) does \
+            not answer, or start-up is not done.", body = Readiness),
     ))]
 pub async fn get_readiness(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let database_up = matches!(
         tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await,
         Ok(Ok(()))
     );
-    let ready = database_up && state.is_initialized();
+    let redis = match state.limits.redis_state() {
+        RedisState::Disabled => DependencyStatus::Disabled,
+        RedisState::Up => DependencyStatus::Up,
+        RedisState::Down => DependencyStatus::Down,
+    };
+    let redis_ok = !matches!(redis, DependencyStatus::Down);
+    let ready = database_up && redis_ok && state.is_initialized();
     let (status, body_status) = if ready {
         (StatusCode::OK, ReadyStatus::Ready)
     } else {
@@ -126,7 +133,7 @@ pub async fn get_readiness(State(state): State<AppState>) -> (StatusCode, Json<R
         } else {
             DependencyStatus::Down
         },
-        redis: DependencyStatus::Disabled,
+        redis,
     };
     (status, Json(body))
 }

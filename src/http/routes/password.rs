@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::app::Services;
 use crate::http::openapi::{
     AccessTokenRefused, InvalidJson, InvalidJsonOrLinkToken, JsonBodyProblems, NotReady,
-    NotReadyOrOverloaded, PasswordRefused,
+    NotReadyOrOverloaded, PasswordRefused, RateLimited,
 };
 use crate::http::{ApiError, ApiJson, Bearer};
 
@@ -70,6 +70,7 @@ impl Accepted {
         (status = 202, description = "Accepted; a link is on its way if the account exists.", body = Accepted),
         (status = 400, response = InvalidJson),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReady),
     ))]
 pub async fn request_password_reset(
@@ -91,6 +92,7 @@ pub async fn request_password_reset(
         (status = 204, description = "The password is changed; every session is revoked."),
         (status = 400, response = InvalidJsonOrLinkToken),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReadyOrOverloaded),
     ))]
 pub async fn reset_password(

@@ -45,8 +45,8 @@ const CONTRACT: &[(&str, &str)] = &[
 
 /// The problem statuses each operation documents: what the contract says it can answer.
 const PROBLEMS: &[(&str, &[u16])] = &[
-    ("create_account", &[400, 409, 413, 415, 422, 503]),
-    ("create_session", &[400, 401, 403, 413, 415, 422, 503]),
+    ("create_account", &[400, 409, 413, 415, 422, 429, 503]),
+    ("create_session", &[400, 401, 403, 413, 415, 422, 429, 503]),
     ("refresh_session", &[400, 401, 403, 413, 415, 422, 503]),
     (
         "revoke_current_session",
@@ -56,10 +56,10 @@ const PROBLEMS: &[(&str, &[u16])] = &[
     ("put_me", &[400, 401, 403, 409, 413, 415, 422, 503]),
     ("update_me", &[400, 401, 403, 409, 413, 415, 422, 503]),
     ("delete_me", &[400, 401, 403, 413, 415, 422, 503]),
-    ("request_password_reset", &[400, 413, 415, 422, 503]),
-    ("reset_password", &[400, 413, 415, 422, 503]),
+    ("request_password_reset", &[400, 413, 415, 422, 429, 503]),
+    ("reset_password", &[400, 413, 415, 422, 429, 503]),
     ("change_password", &[400, 401, 403, 413, 415, 422, 503]),
-    ("verify_email", &[400, 409, 413, 415, 422, 503]),
+    ("verify_email", &[400, 409, 413, 415, 422, 429, 503]),
     ("resend_verification_email", &[401, 503]),
     ("list_sessions", &[401, 503]),
     ("revoke_session", &[401, 404, 503]),
