@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use uuid::Uuid;
 
 use crate::app::{App, connect_store};
 use crate::cli::{Command, ConfigCommand, CreateUser, KeysCommand, UsersCommand};
 use crate::clock::{Clock as _, SystemClock};
 use crate::config::{Config, ConfigError, MigrateMode, Settings, SigningConfig};
-use crate::domain::{Email, PasswordHashing, PasswordPolicy, Username, generate_signing_key};
+use crate::domain::{
+    Email, PasswordHashing, PasswordPolicy, Username, generate_signing_key, new_account,
+};
 use crate::store::{NewUser, Role, Store};
 use crate::telemetry;
 
@@ -158,25 +159,17 @@ async fn create_user(config: &Config, create: CreateUser) -> anyhow::Result<()> 
     let hashing = PasswordHashing::new(config.argon2, 1, 0)?;
     let password_hash = hashing.hash(password).await?;
     let store = ready_store(config).await?;
-    let (username, username_key) = username.map(Username::into_parts).unzip();
     let role = if create.admin {
         Role::Admin
     } else {
         Role::User
     };
-    let user = store
-        .create_user(NewUser {
-            id: Uuid::now_v7(),
-            email: email.as_str().to_owned(),
-            email_key: email.key().to_owned(),
-            username,
-            username_key,
-            password_hash,
-            email_verified: true,
-            role,
-            now: SystemClock.now(),
-        })
-        .await?;
+    let account = NewUser {
+        email_verified: true,
+        role,
+        ..new_account(&email, username, password_hash, SystemClock.now())
+    };
+    let user = store.create_user(account).await?;
     println!("created {} {} ({})", role.as_str(), user.email, user.id);
     store.close().await;
     Ok(())
@@ -233,19 +226,13 @@ async fn import_line(config: &Config, store: &dyn Store, line: &str) -> Result<(
         .map_err(|error| error.message)?;
     crate::domain::StoredHash::parse(&user.password_hash, config.argon2)
         .map_err(|error| format!("password_hash: {error}"))?;
-    let (username, username_key) = username.map(Username::into_parts).unzip();
+    let created_at = user.created_at.unwrap_or_else(|| SystemClock.now());
+    let account = NewUser {
+        email_verified: user.email_verified.unwrap_or(false),
+        ..new_account(&email, username, user.password_hash, created_at)
+    };
     store
-        .create_user(NewUser {
-            id: Uuid::now_v7(),
-            email: email.as_str().to_owned(),
-            email_key: email.key().to_owned(),
-            username,
-            username_key,
-            password_hash: user.password_hash,
-            email_verified: user.email_verified.unwrap_or(false),
-            role: Role::User,
-            now: user.created_at.unwrap_or_else(|| SystemClock.now()),
-        })
+        .create_user(account)
         .await
         .map(|_| ())
         .map_err(|error| error.to_string())

@@ -35,6 +35,28 @@ pub struct ProfileUpdate {
     pub current_password: Option<SecretString>,
 }
 
+/// The row of a new account: unverified, with the `user` role, created `now`; callers with
+/// other facts (an operator's account, an import) override fields with struct update.
+pub fn new_account(
+    email: &Email,
+    username: Option<Username>,
+    password_hash: String,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NewUser {
+    let (username, username_key) = username.map(Username::into_parts).unzip();
+    NewUser {
+        id: Uuid::now_v7(),
+        email: email.as_str().to_owned(),
+        email_key: email.key().to_owned(),
+        username,
+        username_key,
+        password_hash,
+        email_verified: false,
+        role: Role::User,
+        now,
+    }
+}
+
 /// How accounts send mail: the queue, the messages, and how long their links live.
 #[derive(Debug, Clone)]
 pub struct AccountMail {
@@ -157,21 +179,8 @@ impl Accounts {
             return Err(AuthError::Validation(errors));
         };
         let password_hash = self.hashing.hash(password).await?;
-        let (username, username_key) = username.map(Username::into_parts).unzip();
-        let user = self
-            .store
-            .create_user(NewUser {
-                id: Uuid::now_v7(),
-                email: email.as_str().to_owned(),
-                email_key: email.key().to_owned(),
-                username,
-                username_key,
-                password_hash,
-                email_verified: false,
-                role: Role::User,
-                now: self.clock.now(),
-            })
-            .await?;
+        let account = new_account(&email, username, password_hash, self.clock.now());
+        let user = self.store.create_user(account).await?;
         tracing::info!(user.id = %user.id, "account registered");
         self.send_verification(&user).await?;
         Ok(user)

@@ -15,7 +15,7 @@ mod stored_hash;
 mod tokens;
 mod username;
 
-pub use accounts::{AccountMail, Accounts, ProfileUpdate, Registration};
+pub use accounts::{AccountMail, Accounts, ProfileUpdate, Registration, new_account};
 pub use email::Email;
 pub use error::{AuthError, FieldError};
 pub use hashing::{HashError, PasswordHashing, Verification};

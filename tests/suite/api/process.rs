@@ -86,24 +86,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
+/// The real binary on a fresh SQLite file and a free port, with cheap hashing and these
+/// extra settings, its output piped; returns once it answers `/health`.
+async fn spawn_server(extra: &[(&str, &str)]) -> (std::process::Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let child = Command::new(BIN)
         .env_clear()
         .env(
             "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("logs.db").display()),
+            format!("sqlite://{}", dir.path().join("server.db").display()),
         )
         .env("SERVAUTH_LISTEN", format!("127.0.0.1:{port}"))
         .env("SERVAUTH_ARGON2_MEMORY_KIB", "64")
         .env("SERVAUTH_ARGON2_ITERATIONS", "1")
+        .envs(extra.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let started = Instant::now();
     while client.get(format!("{base}/health")).send().await.is_err() {
@@ -113,6 +115,13 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (child, base, dir)
+}
+
+#[tokio::test]
+async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
+    let (child, base, _dir) = spawn_server(&[]).await;
+    let client = reqwest::Client::new();
     let register = read(
         client
             .post(format!("{base}/auth/register"))
@@ -188,32 +197,10 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
 
 #[tokio::test]
 async fn a_mail_server_that_is_down_is_retried_and_logged_while_the_api_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, closed) = (free_port(), free_port());
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(BIN)
-        .env_clear()
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("smtp.db").display()),
-        )
-        .env("SERVAUTH_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SERVAUTH_SMTP_URL", format!("smtp://127.0.0.1:{closed}"))
-        .env("SERVAUTH_ARGON2_MEMORY_KIB", "64")
-        .env("SERVAUTH_ARGON2_ITERATIONS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let closed = free_port();
+    let smtp = format!("smtp://127.0.0.1:{closed}");
+    let (child, base, _dir) = spawn_server(&[("SERVAUTH_SMTP_URL", &smtp)]).await;
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/health")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let register = client
         .post(format!("{base}/auth/register"))
         .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
