@@ -1,0 +1,406 @@
+#!/usr/bin/env bash
+# Load benchmark of servauth on PostgreSQL and on SQLite, with the Better Auth peer
+# (../shared/peers/better-auth) measured in the same run on the same machine and database.
+# Loopback only; every load run is bounded by DURATION.
+#
+#   bench/run.sh                       # everything (~15 min with the defaults)
+#   DURATION=20s bench/run.sh          # longer measured runs (default 10s)
+#   BACKENDS=sqlite PEER=0 bench/run.sh
+#
+# Knobs (environment):
+#   DURATION (10s)  WARMUP (3s)  SETTLE (2 s between runs)  SEED_USERS (200)
+#   BACKENDS ("postgres sqlite")   PEER (1 = run the peer's bench.sh too)  PEER_EXTRA (1: its c=1 rows)
+#   HASH_CONNS ("1 16 64")         login and register, closed loop
+#   TOKEN_CONNS ("64 256 1000 10000")  validate and GET /auth/me, closed loop
+#   REFRESH_CONNS ("64 256 1000")  /auth/refresh, closed loop
+#   OPEN_RATE (5000) OPEN_CONNS (10000)  the fixed-rate open-loop token rows (oha -q)
+#   LOGIN_LOADS ("0.35 0.7 2")     open-loop login at these fractions of the Argon2 limit
+#   ARGON2_BENCH (1: measure the limit with the criterion bench; 0: use ARGON2_LIMIT=<hashes/s>)
+#   SERVER_ENV ("")  extra VAR=value settings for servauth, e.g. "MALLOC_ARENA_MAX=2"
+#   PORT (4200)  BUILD (1)  CARGO_TARGET_DIR (../target)
+#
+# Writes results/<RUN_ID>/ (git-ignored): env.txt, bench.log, results.jsonl (one line per
+# measured run), resources.jsonl (RSS, CPU split, connections), raw tool output per run,
+# the peer's own results under peer/, and summary.md (printed at the end).
+set -euo pipefail
+cd "$(dirname "$0")"
+BENCH_DIR="$PWD"
+ROOT="$(cd .. && pwd)"
+
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-3s}"
+SETTLE="${SETTLE:-2}"
+SEED_USERS="${SEED_USERS:-200}"
+BACKENDS="${BACKENDS:-postgres sqlite}"
+PEER="${PEER:-1}"
+PEER_EXTRA="${PEER_EXTRA:-1}"
+HASH_CONNS="${HASH_CONNS:-1 16 64}"
+TOKEN_CONNS="${TOKEN_CONNS:-64 256 1000 10000}"
+REFRESH_CONNS="${REFRESH_CONNS:-64 256 1000}"
+OPEN_RATE="${OPEN_RATE:-5000}"
+OPEN_CONNS="${OPEN_CONNS:-10000}"
+LOGIN_LOADS="${LOGIN_LOADS:-0.35 0.7 2}"
+ARGON2_BENCH="${ARGON2_BENCH:-1}"
+PORT="${PORT:-4200}"
+SERVER_ENV="${SERVER_ENV:-}"
+BUILD="${BUILD:-1}"
+PEER_SRC="${PEER_SRC:-$ROOT/../shared/peers/better-auth}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+PG_DB=servauth_bench
+BIN="$CARGO_TARGET_DIR/release/servauth"
+URL="http://127.0.0.1:$PORT"
+# Fixed, benchmark-only secret (>= 32 bytes) for /api/internal/*.
+INTERNAL_SECRET="bench-internal-secret-0123456789abcdef0123"
+PASSWORD="correct horse battery staple"
+
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="$BENCH_DIR/results/$RUN_ID"
+mkdir -p "$OUT"
+export BENCH_JSON="$OUT/results.jsonl" LUA_DIR="$BENCH_DIR/lua" INTERNAL_SECRET
+ulimit -n "$(ulimit -Hn)"
+HZ="$(getconf CLK_TCK)"
+NPROC="$(nproc)"
+SERVER_PID=""
+
+log() { echo "[bench $(date -u +%T)] $*" | tee -a "$OUT/bench.log" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID"
+    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+trap stop_server EXIT
+
+# ---- build -------------------------------------------------------------------------------
+if [ "$BUILD" = 1 ]; then
+  log "building: cargo build --release --locked (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  (cd "$ROOT" && cargo build --release --locked) 2>&1 | tail -n 2 | tee -a "$OUT/bench.log" >&2
+  if [ "$ARGON2_BENCH" = 1 ]; then
+    (cd "$ROOT" && cargo bench --locked --bench hashing --no-run) 2>&1 | tail -n 2 | tee -a "$OUT/bench.log" >&2
+  fi
+fi
+[ -x "$BIN" ] || die "no binary at $BIN"
+command -v wrk >/dev/null || die "wrk missing: apt-get install wrk"
+command -v oha >/dev/null || die "oha missing: cargo install oha --locked"
+
+# ---- environment / versions ----------------------------------------------------------------
+{
+  echo "run_id: $RUN_ID"
+  echo "date_utc: $(date -u +%FT%TZ)"
+  echo "git: $(git -C "$ROOT" rev-parse --short HEAD) ($(git -C "$ROOT" rev-parse --abbrev-ref HEAD))$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ', src modified')"
+  echo "kernel: $(uname -sr)  glibc: $(ldd --version | head -1 | awk '{print $NF}')"
+  echo "cpu: $(lscpu | awk -F: '/Model name/ {gsub(/^ +/,"",$2); print $2; exit}') x $NPROC"
+  echo "mem_total: $(free -m | awk '/Mem:/ {print $2}') MiB"
+  echo "rustc: $(rustc --version)"
+  echo "servauth: $("$BIN" --version)"
+  echo "postgres: $(psql "$PG_ADMIN_URL" -tAc 'show server_version')"
+  echo "sqlite (bundled by sqlx, libsqlite3-sys): $(grep -A1 '^name = "libsqlite3-sys"' "$ROOT/Cargo.lock" | awk -F'"' '/version/ {print $2}')"
+  echo "wrk: $(wrk -v 2>&1 | head -1)"
+  echo "oha: $(oha --version)"
+  echo "python: $(python3 --version 2>&1)"
+  echo "ulimit_n: soft $(ulimit -Sn) hard $(ulimit -Hn)"
+  echo "duration: $DURATION  warmup: $WARMUP  settle: ${SETTLE}s  seed_users: $SEED_USERS"
+  echo "hash_conns: $HASH_CONNS  token_conns: $TOKEN_CONNS  refresh_conns: $REFRESH_CONNS"
+  echo "open_loop: $OPEN_RATE req/s over $OPEN_CONNS connections  login_loads: $LOGIN_LOADS"
+  echo "server_env: ${SERVER_ENV:-(none)}"
+} > "$OUT/env.txt"
+cat "$OUT/env.txt" >&2
+
+# ---- resource accounting (as in the peer's bench.sh) ------------------------------------
+cpu_ticks() {  # utime+stime (clock ticks) of the given pids, summed
+  local t=0 p f
+  for p in "$@"; do
+    f="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+    f="${f##*) }"
+    t=$(( t + $(echo "$f" | awk '{print $12 + $13}') ))
+  done
+  echo "$t"
+}
+# All PostgreSQL CPU: live postgres processes + exited backends (folded into the
+# postmaster's cutime/cstime).
+PG_DATA="$(psql "$PG_ADMIN_URL" -tAc 'show data_directory')"
+pg_ticks() {
+  local pm f live
+  pm="$(head -1 "$PG_DATA/postmaster.pid")"
+  live="$(cpu_ticks $(ps -C postgres -o pid= | tr -d ' '))"
+  f="$(cat "/proc/$pm/stat")"; f="${f##*) }"
+  echo $(( live + $(echo "$f" | awk '{print $14 + $15}') ))
+}
+sys_ticks() { awk '/^cpu / {t=0; for (i=2;i<=NF;i++) t+=$i; print t-$5-$6, $9, t}' /proc/stat; }
+rss_kib() { ps -o rss= -p "$1" 2>/dev/null | tr -d ' '; }
+conns_open() { ss -Htn state established "( sport = :$PORT )" 2>/dev/null | wc -l; }
+
+snapshot_idle() {  # label
+  local rss; rss="$(rss_kib "$SERVER_PID")"
+  log "idle RSS ($1): $rss KiB"
+  printf '{"label":"%s","idle_rss_kib":%s}\n' "$1" "$rss" >> "$OUT/resources.jsonl"
+}
+
+scrape_metrics() { curl -fs "$URL/metrics" > "$1" || true; }
+
+# Waits until the server is idle (< 10 % of a core over 0.5 s; at most 30 s). When wrk stops
+# a closed-loop run, the requests its connections had in flight are still being answered
+# (10,000 of them after a c=10000 run), and the next run must not start in that backlog.
+wait_idle() {
+  local a b i
+  for i in $(seq 1 60); do
+    a="$(cpu_ticks "$SERVER_PID")"; sleep 0.5; b="$(cpu_ticks "$SERVER_PID")"
+    if [ $(( (b - a) * 200 / HZ )) -lt 10 ]; then
+      [ "$i" -gt 1 ] && log "server idle after $(( i / 2 )) s"
+      return 0
+    fi
+  done
+  log "server still busy after 30 s"
+}
+
+# measure LABEL CMD... : runs one bounded load-generator command with the resource samplers
+# around it; the command's output goes to $OUT/<label>.out.
+measure() {
+  local label="$1"; shift
+  local file="${label//\//_}"
+  local s0 p0 m0 t0 t1 s1 p1 m1 sampler
+  ( while kill -0 "$SERVER_PID" 2>/dev/null; do echo "$(rss_kib "$SERVER_PID") $(conns_open)"; sleep 1; done ) > "$OUT/$file.rss" &
+  sampler=$!
+  s0="$(cpu_ticks "$SERVER_PID")"; p0="$(pg_ticks)"; m0="$(sys_ticks)"; t0="$(date +%s.%N)"
+  env BENCH_LABEL="$label" /usr/bin/time -f '%U %S' -o "$OUT/$file.time" "$@" > "$OUT/$file.out" 2> "$OUT/$file.err" || true
+  t1="$(date +%s.%N)"; s1="$(cpu_ticks "$SERVER_PID")"; p1="$(pg_ticks)"; m1="$(sys_ticks)"
+  kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+  python3 - "$label" "$OUT/$file" "$s0" "$s1" "$p0" "$p1" "$m0 $m1" "$t0" "$t1" "$HZ" "$NPROC" >> "$OUT/resources.jsonl" <<'PY'
+import json, sys
+label, base, s0, s1, p0, p1, m, t0, t1, hz, nproc = sys.argv[1:]
+hz, nproc, wall = int(hz), int(nproc), float(t1) - float(t0)
+m = [int(x) for x in m.split()]
+d = m[5] - m[2]
+samples = [l.split() for l in open(base + ".rss") if l.strip()]
+rss = [int(x[0]) for x in samples if x and x[0].isdigit()]
+conns = [int(x[1]) for x in samples if len(x) > 1]
+try:
+    u, s = open(base + ".time").read().split()[-2:]
+    gen = (float(u) + float(s)) / wall * 100
+except Exception:
+    gen = 0.0
+print(json.dumps({
+    "label": label,
+    "rss_start_kib": rss[0] if rss else 0,
+    "rss_max_kib": max(rss, default=0),
+    "rss_avg_kib": int(sum(rss) / len(rss)) if rss else 0,
+    "conns_max": max(conns, default=0),
+    "server_cpu_pct": round((int(s1) - int(s0)) / hz / wall * 100, 1),
+    "postgres_cpu_pct": round((int(p1) - int(p0)) / hz / wall * 100, 1),
+    "loadgen_cpu_pct": round(gen, 1),
+    "machine_busy_pct": round((m[3] - m[0]) / d * 100 * nproc, 1) if d else 0,
+    "machine_steal_pct": round((m[4] - m[1]) / d * 100 * nproc, 1) if d else 0,
+    "wall_s": round(wall, 2),
+}))
+PY
+  local r; r="$(tail -1 "$OUT/resources.jsonl")"
+  grep -h '^SUMMARY' "$OUT/$file.out" | tee -a "$OUT/bench.log" >&2 || true
+  log "$label: $r"
+  wait_idle
+  sleep "$SETTLE"
+}
+
+# wrk_run LABEL CONNS SCRIPT [ENV=VAL ...]
+wrk_run() {
+  local label="$1" conns="$2" script="$3"; shift 3
+  local threads=2; [ "$conns" -lt 2 ] && threads=1
+  measure "$label" env WRK_THREADS="$threads" "$@" \
+    wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 30s --latency -s "$LUA_DIR/$script" "$URL"
+}
+
+warmup() {  # SCRIPT CONNS [ENV=VAL ...]  (not reported)
+  local script="$1" conns="$2"; shift 2
+  env BENCH_JSON=/dev/null BENCH_LABEL=warmup WRK_THREADS=2 "$@" \
+    wrk -t2 -c"$conns" -d"$WARMUP" --timeout 30s -s "$LUA_DIR/$script" "$URL" | grep '^SUMMARY' >&2 || true
+}
+
+# oha_run LABEL CONNS RATE URL [oha args ...] : fixed offered rate (open loop, latency
+# measured from each request's scheduled start), every request kept in a SQLite file so
+# that latency can be split by status.
+oha_run() {
+  local label="$1" conns="$2" rate="$3" url="$4"; shift 4
+  local file="${label//\//_}"
+  rm -f "$OUT/$file.oha.db"
+  measure "$label" oha --no-tui --output-format json -z "$DURATION" -c "$conns" -q "$rate" \
+    --latency-correction --db-url "$OUT/$file.oha.db" "$@" "$url"
+  python3 "$BENCH_DIR/report.py" oha-line "$OUT/$file.out" "$label" "$OUT/$file.oha.db" "$conns" "$rate" >> "$BENCH_JSON"
+  tail -1 "$BENCH_JSON" | cut -c1-400 >&2
+}
+
+check_token_paths() {  # the seeded tokens still validate (validate answers 200 either way)
+  local tok; tok="$(head -1 "$DATA/access.txt")"
+  curl -fs "$URL/api/internal/validate" -H "x-service-auth: $INTERNAL_SECRET" \
+    -H 'content-type: application/json' -d "{\"token\":\"$tok\"}" | grep -q '"active":true' \
+    || die "validate no longer answers active:true for a seeded token"
+  curl -fs -o /dev/null "$URL/auth/me" -H "authorization: Bearer $tok" || die "GET /auth/me refused a seeded token"
+}
+
+# ---- the Argon2 limit: criterion's hashing bench, all cores, configured parameters ----------
+# argon2_raw/all_cores (one plain thread per core hashing back to back) is the limit; the
+# pool's own figure (hashing_pool/verify_concurrent) is recorded beside it.
+ARGON2_LIMIT="${ARGON2_LIMIT:-}"
+if [ "$ARGON2_BENCH" = 1 ]; then
+  log "Argon2 limit: cargo bench --bench hashing (default parameters, $NPROC workers)"
+  rm -rf "$CARGO_TARGET_DIR"/criterion/{hashing_pool,argon2_raw,argon2_memory}
+  (cd "$ROOT" && cargo bench --locked --bench hashing -- --noplot) > "$OUT/criterion-hashing.txt" 2>&1 \
+    || { cat "$OUT/criterion-hashing.txt" >&2; die "hashing bench failed"; }
+  python3 "$BENCH_DIR/report.py" criterion "$CARGO_TARGET_DIR/criterion" > "$OUT/criterion.json"
+  ARGON2_LIMIT="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["argon2_limit_hps"], 1))' "$OUT/criterion.json")"
+  POOL_LIMIT="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["pool_limit_hps"], 1))' "$OUT/criterion.json")"
+  echo "pool_limit_hps: $POOL_LIMIT" >> "$OUT/env.txt"
+fi
+[ -n "$ARGON2_LIMIT" ] || die "no Argon2 limit: set ARGON2_BENCH=1 or ARGON2_LIMIT=<hashes/s>"
+log "Argon2 limit: $ARGON2_LIMIT hashes/s"
+echo "argon2_limit_hps: $ARGON2_LIMIT" >> "$OUT/env.txt"
+
+# ---- one backend ---------------------------------------------------------------------------
+run_backend() {  # postgres | sqlite
+  local backend="$1" db_url
+  DATA="$OUT/$backend/data"
+  mkdir -p "$DATA"
+  case "$backend" in
+    postgres)
+      psql "$PG_ADMIN_URL" -qtAc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)"
+      psql "$PG_ADMIN_URL" -qtAc "CREATE DATABASE $PG_DB"
+      db_url="postgres://postgres@127.0.0.1:5432/$PG_DB" ;;
+    sqlite)
+      db_url="sqlite://$OUT/$backend/servauth.db" ;;
+    *) die "unknown backend $backend" ;;
+  esac
+  log "== $backend: fresh database $db_url"
+  env DATABASE_URL="$db_url" \
+    SERVAUTH_LISTEN="127.0.0.1:$PORT" \
+    SERVAUTH_PUBLIC_URL="$URL" \
+    SERVAUTH_INTERNAL_SECRET="$INTERNAL_SECRET" \
+    SERVAUTH_COOKIE_SECURE=false \
+    SERVAUTH_LOG=warn \
+    SERVAUTH_ACCESS_TTL=1h \
+    SERVAUTH_RATE_LIMIT=1000000/1s \
+    SERVAUTH_LOGIN_FAILURE_LIMIT=1000000/1s \
+    $SERVER_ENV \
+    "$BIN" serve > "$OUT/$backend/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 150); do
+    curl -fs -o /dev/null "$URL/ready" && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$OUT/$backend/server.log" >&2; die "servauth exited"; }
+    sleep 0.2
+  done
+  curl -fs -o /dev/null "$URL/ready" || die "servauth not ready in 30 s"
+  sleep 2
+  snapshot_idle "$backend/fresh"
+
+  log "$backend: seeding $SEED_USERS users (register, 4 at a time)"
+  python3 "$BENCH_DIR/seed.py" "$URL" "$DATA" "$SEED_USERS" 4 | tee -a "$OUT/bench.log" >&2
+  check_token_paths
+  local tok; tok="$(head -1 "$DATA/access.txt")"
+  local email; email="$(head -1 "$DATA/emails.txt")"
+
+  log "$backend: warm-up ($WARMUP each, not reported)"
+  warmup login.lua 16 DATA_DIR="$DATA"
+  warmup validate.lua 64 DATA_DIR="$DATA"
+  warmup me.lua 64 DATA_DIR="$DATA"
+  sleep "$SETTLE"
+  snapshot_idle "$backend/after-warmup"
+
+  # The Argon2 limit again, just before this backend's hashing runs (the host's memory
+  # bandwidth, which Argon2 needs, varies over a run); this backend's targets use it.
+  local limit="$ARGON2_LIMIT"
+  if [ "$ARGON2_BENCH" = 1 ]; then
+    (cd "$ROOT" && cargo bench --locked --bench hashing -- --noplot argon2_raw) > "$OUT/$backend/criterion-argon2-raw.txt" 2>&1 || true
+    python3 "$BENCH_DIR/report.py" criterion "$CARGO_TARGET_DIR/criterion" > "$OUT/$backend/criterion.json"
+    limit="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["argon2_limit_hps"], 1))' "$OUT/$backend/criterion.json")"
+    log "$backend: Argon2 limit just before its hashing runs: $limit hashes/s"
+    echo "argon2_limit_hps[$backend]: $limit" >> "$OUT/env.txt"
+    wait_idle
+  fi
+
+  # Login and register, closed loop. Each run's new sessions feed the refresh pool.
+  local c
+  for c in $HASH_CONNS; do
+    scrape_metrics "$OUT/${backend}_login-c$c.metrics0"
+    wrk_run "$backend/login-c$c" "$c" login.lua DATA_DIR="$DATA" HARVEST_OUT="$DATA/harvest-login-c$c.txt"
+    scrape_metrics "$OUT/${backend}_login-c$c.metrics1"
+  done
+  for c in $HASH_CONNS; do
+    scrape_metrics "$OUT/${backend}_register-c$c.metrics0"
+    wrk_run "$backend/register-c$c" "$c" register.lua DATA_DIR="$DATA" RUN_ID="$RUN_ID-c$c" HARVEST_OUT="$DATA/harvest-register-c$c.txt"
+    scrape_metrics "$OUT/${backend}_register-c$c.metrics1"
+  done
+  # Login at fixed offered rates (open loop): below the Argon2 limit the p95 target applies,
+  # beyond it the excess must be refused with a fast 503.
+  local f rate
+  for f in $LOGIN_LOADS; do
+    rate="$(python3 -c "print(max(1, round($limit * $f)))")"
+    oha_run "$backend/login-open-x$f" 128 "$rate" "$URL/auth/login" -m POST -T application/json \
+      -d "{\"email\":\"$email\",\"password\":\"$PASSWORD\",\"client\":\"native\"}"
+  done
+
+  # Token paths: closed loop at several concurrencies, then the fixed-rate open loop over
+  # OPEN_CONNS connections.
+  check_token_paths
+  for c in $TOKEN_CONNS; do
+    wrk_run "$backend/validate-c$c" "$c" validate.lua DATA_DIR="$DATA"
+  done
+  oha_run "$backend/validate-open$OPEN_RATE-c$OPEN_CONNS" "$OPEN_CONNS" "$OPEN_RATE" "$URL/api/internal/validate" \
+    -m POST -T application/json -H "X-Service-Auth: $INTERNAL_SECRET" -d "{\"token\":\"$tok\"}"
+  for c in $TOKEN_CONNS; do
+    wrk_run "$backend/me-c$c" "$c" me.lua DATA_DIR="$DATA"
+  done
+  oha_run "$backend/me-open$OPEN_RATE-c$OPEN_CONNS" "$OPEN_CONNS" "$OPEN_RATE" "$URL/auth/me" \
+    -H "Authorization: Bearer $tok"
+  check_token_paths
+
+  # Refresh: every token is used once; the pool is the seed's tokens plus those of every
+  # session the login/register runs opened, and each run hands its survivors to the next.
+  cat "$DATA/refresh.txt" "$DATA"/harvest-*.txt > "$DATA/refresh-pool.txt" 2>/dev/null || true
+  for c in $REFRESH_CONNS; do
+    local have need
+    have="$(wc -l < "$DATA/refresh-pool.txt")"
+    need=$(( c * 3 / 2 + 64 ))
+    if [ "$have" -lt "$need" ]; then
+      log "$backend: refresh pool $have < $need for c=$c: registering $(( need - have )) more sessions"
+      python3 "$BENCH_DIR/seed.py" "$URL" "$DATA" $(( need - have )) 4 "top$c" | tee -a "$OUT/bench.log" >&2
+      cat "$DATA/top$c-refresh.txt" >> "$DATA/refresh-pool.txt"
+    fi
+    wrk_run "$backend/refresh-c$c" "$c" refresh.lua REFRESH_IN="$DATA/refresh-pool.txt" REFRESH_OUT="$DATA/refresh-pool.next"
+    mv "$DATA/refresh-pool.next" "$DATA/refresh-pool.txt"
+  done
+
+  sleep 3
+  snapshot_idle "$backend/end"
+  scrape_metrics "$OUT/${backend}_end.metrics"
+  if [ "$backend" = postgres ]; then
+    psql "postgres://postgres@127.0.0.1:5432/$PG_DB" -tAc \
+      "select 'rows: users=' || (select count(*) from users) || ' sessions=' || (select count(*) from sessions) || ' refresh_tokens=' || (select count(*) from refresh_tokens)" | tee -a "$OUT/bench.log" >&2
+  fi
+  log "$backend: $(grep -c '"level":"ERROR"' "$OUT/$backend/server.log" || true) ERROR lines in server.log"
+  stop_server
+}
+
+for backend in $BACKENDS; do run_backend "$backend"; done
+
+# ---- the peer, same machine, same PostgreSQL, same run ---------------------------------------
+if [ "$PEER" = 1 ]; then
+  PEER_DIR="$BENCH_DIR/results/.peer"   # writable copy; node_modules kept between runs
+  log "== peer: Better Auth from $PEER_SRC (copied to $PEER_DIR; its own run.sh/bench.sh)"
+  mkdir -p "$PEER_DIR"
+  rsync -a --delete --exclude node_modules --exclude results --exclude data --exclude logs \
+    --exclude '*.pid' "$PEER_SRC/" "$PEER_DIR/"
+  chmod -R u+w "$PEER_DIR"
+  before="$(ls "$PEER_DIR/results" 2>/dev/null || true)"
+  (cd "$PEER_DIR" && DURATION="$DURATION" WARMUP="$WARMUP" SETTLE="$SETTLE" EXTRA="$PEER_EXTRA" ./bench.sh) \
+    > "$OUT/peer-bench.out" 2>&1 || { tail -30 "$OUT/peer-bench.out" >&2; die "peer bench.sh failed"; }
+  peer_run="$(comm -13 <(echo "$before" | sort) <(ls "$PEER_DIR/results" | sort) | tail -1)"
+  [ -n "$peer_run" ] || die "peer bench.sh wrote no results"
+  cp -r "$PEER_DIR/results/$peer_run" "$OUT/peer"
+  log "peer: results/$peer_run copied to $OUT/peer"
+fi
+
+python3 "$BENCH_DIR/report.py" summary "$OUT" | tee "$OUT/summary.md"
+log "done: $OUT"
