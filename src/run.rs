@@ -100,23 +100,25 @@ const DATABASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects and, unless `SERVAUTH_MIGRATE=off`, migrates: for the commands that write.
 async fn ready_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let store = connect_store(config).await?;
-    tokio::time::timeout(DATABASE_TIMEOUT, store.ping())
-        .await
-        .context("the database did not answer within 5s (DATABASE_URL)")?
-        .context("cannot reach the database (DATABASE_URL)")?;
+    let store = reachable_store(config).await?;
     if config.migrate == MigrateMode::Auto {
         store.migrate().await.context("applying migrations")?;
     }
     Ok(store)
 }
 
-async fn check_config(config: &Config) -> anyhow::Result<()> {
+/// Connects and pings, naming `DATABASE_URL` when the database does not answer.
+async fn reachable_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let store = connect_store(config).await?;
     tokio::time::timeout(DATABASE_TIMEOUT, store.ping())
         .await
         .context("the database did not answer within 5s (DATABASE_URL)")?
         .context("cannot reach the database (DATABASE_URL)")?;
+    Ok(store)
+}
+
+async fn check_config(config: &Config) -> anyhow::Result<()> {
+    let store = reachable_store(config).await?;
     println!("configuration ok; database reachable ({})", store.backend());
     store.close().await;
     Ok(())
