@@ -138,6 +138,10 @@ impl Accounts {
     }
 
     async fn register_checked(&self, registration: Registration) -> Result<UserRecord, AuthError> {
+        // Refuse before any other work when hashing is saturated: the cheapest 503.
+        if self.hashing.is_saturated() {
+            return Err(AuthError::Overloaded);
+        }
         let mut errors = Vec::new();
         let email = match registration
             .email
@@ -222,6 +226,10 @@ impl Accounts {
                 ])));
             }
         };
+        // Refuse before any other work when hashing is saturated: the cheapest 503.
+        if self.hashing.is_saturated() {
+            return Err(AuthError::Overloaded);
+        }
         let key = Email::key_of(&email);
         let reserved = self.limits.reserve_login(&key).await;
         if !reserved.allowed {
@@ -235,7 +243,13 @@ impl Accounts {
             .map(|found| (found.user, found.password_hash))
             .unzip();
         let password = Password::for_verification(password.expose_secret());
-        let verified = self.hashing.verify(password.clone(), stored).await?;
+        let verified = match self.hashing.verify(password.clone(), stored).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                self.limits.login_unchecked(&key).await;
+                return Err(error.into());
+            }
+        };
         match user {
             Some(user) if verified.matches => {
                 self.limits.login_succeeded(&key).await;

@@ -1,14 +1,18 @@
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::PasswordHasher as _;
-use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::Password;
 use super::stored_hash::StoredHash;
 use crate::config::Argon2Config;
-use crate::telemetry::spawn_blocking_in_span;
+
+/// How long a worker keeps its work area with nothing to hash before giving it back.
+const IDLE_RELEASE: Duration = Duration::from_secs(10);
 
 /// Why a hash could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -20,24 +24,30 @@ pub enum HashError {
     Failed(String),
 }
 
-/// Argon2id hashing on a bounded pool, never on the async workers.
+/// Argon2id hashing on a bounded pool of dedicated threads, never on the async workers.
 ///
-/// At most `workers` hashes run at once (each holds `m` KiB, so memory stays bounded), at
-/// most `queue` more wait for a worker, and beyond that a call fails at once with
-/// [`HashError::Overloaded`] rather than letting latency grow without bound.
+/// `workers` threads hash (each with one `m` KiB work area it reuses from hash to hash, so
+/// hashing memory stays at `workers × m` and no hash pays for zeroing or faulting in fresh
+/// pages; the area is given back after [`IDLE_RELEASE`] without work). At most `queue` more
+/// calls wait for a worker; beyond that a call fails at once with [`HashError::Overloaded`]
+/// rather than letting latency grow without bound. A call whose caller has gone (the client
+/// hung up) while it waited is dropped without hashing.
 #[derive(Clone)]
 pub struct PasswordHashing {
-    argon2: Argon2<'static>,
     /// Permits for running or waiting: `workers + queue`.
     admission: Arc<Semaphore>,
-    /// Permits for running: `workers`.
-    workers: Arc<Semaphore>,
+    /// The workers' queue; they stop when the last clone of the pool is dropped.
+    jobs: flume::Sender<Job>,
+    workers: usize,
     /// A hash of a random password with the current parameters: verifying an unknown
     /// account's login against it costs what a real verification costs.
     dummy_hash: Arc<str>,
     /// The parameters new hashes get (a stored hash with others is re-hashed on login).
     params: Argon2Config,
 }
+
+/// One call's work, run by whichever worker takes it.
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
 /// The outcome of checking a password.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,13 +60,14 @@ pub struct Verification {
 impl std::fmt::Debug for PasswordHashing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PasswordHashing")
-            .field("workers", &self.workers.available_permits())
+            .field("workers", &self.workers)
+            .field("admission", &self.admission.available_permits())
             .finish_non_exhaustive()
     }
 }
 
 impl PasswordHashing {
-    /// Builds the pool; computes the dummy hash once (one hash of start-up time).
+    /// Starts the workers; computes the dummy hash once (one hash of start-up time).
     pub fn new(config: Argon2Config, workers: usize, queue: usize) -> Result<Self, HashError> {
         let params = Params::new(
             config.memory_kib,
@@ -73,10 +84,22 @@ impl PasswordHashing {
             .map_err(|error| HashError::Failed(error.to_string()))?
             .to_string();
         let workers = workers.max(1);
+        let (jobs, queued) = flume::unbounded::<Job>();
+        for index in 0..workers {
+            let queued = queued.clone();
+            let mut worker = Worker {
+                argon2: argon2.clone(),
+                area: None,
+            };
+            std::thread::Builder::new()
+                .name(format!("servauth-hash-{index}"))
+                .spawn(move || worker.serve(&queued))
+                .map_err(|error| HashError::Failed(format!("cannot start a worker: {error}")))?;
+        }
         Ok(Self {
-            argon2,
             admission: Arc::new(Semaphore::new(workers + queue)),
-            workers: Arc::new(Semaphore::new(workers)),
+            jobs,
+            workers,
             dummy_hash: dummy_hash.into(),
             params: config,
         })
@@ -84,13 +107,8 @@ impl PasswordHashing {
 
     /// Hashes a new password into a PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
-        self.run(move |argon2| {
-            argon2
-                .hash_password(password.expose().as_bytes())
-                .map(|hash| hash.to_string())
-                .map_err(|error| HashError::Failed(error.to_string()))
-        })
-        .await?
+        self.run(move |worker| worker.hash(password.expose().as_bytes()))
+            .await?
     }
 
     /// Verifies a password against a stored hash (ours, or an imported argon2, scrypt or
@@ -113,7 +131,7 @@ impl PasswordHashing {
         };
         let needs_rehash = stored.needs_rehash();
         let matches = self
-            .run(move |_| stored.verify(password.expose().as_bytes()))
+            .run(move |worker| worker.verify(&stored, password.expose().as_bytes()))
             .await?;
         Ok(Verification {
             matches: known && matches,
@@ -121,30 +139,141 @@ impl PasswordHashing {
         })
     }
 
+    /// Whether a call made now would be refused with [`HashError::Overloaded`]: lets a
+    /// caller refuse before doing other work (a login's user lookup) for nothing.
+    pub fn is_saturated(&self) -> bool {
+        self.admission.available_permits() == 0
+    }
+
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
-        F: FnOnce(&Argon2<'static>) -> T + Send + 'static,
+        F: FnOnce(&mut Worker) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let Ok(_admitted) = self.admission.clone().try_acquire_owned() else {
+        let Ok(admitted) = self.admission.clone().try_acquire_owned() else {
             metrics::counter!("servauth_password_hash_rejected_total").increment(1);
             return Err(HashError::Overloaded);
         };
-        let queued = Instant::now();
+        let (reply, result) = oneshot::channel();
+        let job = queued_job(admitted, reply, work);
         metrics::gauge!("servauth_password_hash_queue_depth").increment(1.0);
-        let running = self.workers.clone().acquire_owned().await;
+        if self.jobs.send(job).is_err() {
+            metrics::gauge!("servauth_password_hash_queue_depth").decrement(1.0);
+            return Err(HashError::Failed("hashing pool stopped".to_owned()));
+        }
+        result
+            .await
+            .map_err(|_| HashError::Failed("hashing worker stopped".to_owned()))
+    }
+}
+
+/// Wraps a call's work with its admission permit (held until the work is done), its wait and
+/// duration metrics and the caller's span.
+fn queued_job<T, F>(admitted: OwnedSemaphorePermit, reply: oneshot::Sender<T>, work: F) -> Job
+where
+    F: FnOnce(&mut Worker) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let span = tracing::Span::current();
+    let queued = Instant::now();
+    Box::new(move |worker| {
         metrics::gauge!("servauth_password_hash_queue_depth").decrement(1.0);
         metrics::histogram!("servauth_password_hash_wait_seconds")
             .record(queued.elapsed().as_secs_f64());
-        let _running = running.map_err(|_| HashError::Failed("hashing pool closed".to_owned()))?;
-        let argon2 = self.argon2.clone();
+        if reply.is_closed() {
+            return;
+        }
         let started = Instant::now();
-        let result = spawn_blocking_in_span(move || work(&argon2))
-            .await
-            .map_err(|error| HashError::Failed(error.to_string()));
+        let value = span.in_scope(|| work(worker));
         metrics::histogram!("servauth_password_hash_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        result
+        // Free the slot before the caller hears back, so that it can be taken again at once.
+        drop(admitted);
+        // The caller may have gone meanwhile; then nobody wants the value.
+        let _ = reply.send(value);
+    })
+}
+
+/// One hashing thread and its work area.
+struct Worker {
+    argon2: Argon2<'static>,
+    area: Option<Vec<Block>>,
+}
+
+impl Worker {
+    fn serve(&mut self, jobs: &flume::Receiver<Job>) {
+        loop {
+            let job = match jobs.recv_timeout(IDLE_RELEASE) {
+                Ok(job) => job,
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    self.area = None;
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(flume::RecvError::Disconnected) => return,
+                    }
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => return,
+            };
+            // A panic fails that call (its reply is dropped), not the worker.
+            if catch_unwind(AssertUnwindSafe(|| job(self))).is_err() {
+                tracing::error!("password hashing worker recovered from a panic");
+            }
+        }
+    }
+
+    fn area(&mut self) -> &mut [Block] {
+        let blocks = self.argon2.params().block_count();
+        self.area
+            .get_or_insert_with(|| vec![Block::default(); blocks])
+            .as_mut_slice()
+    }
+
+    /// A new Argon2id hash with a random 16-byte salt, as a PHC string.
+    fn hash(&mut self, password: &[u8]) -> Result<String, HashError> {
+        let failed = |error: &dyn std::fmt::Display| HashError::Failed(error.to_string());
+        let mut salt = [0_u8; Salt::RECOMMENDED_LENGTH];
+        rand::fill(&mut salt);
+        let mut output = [0_u8; Params::DEFAULT_OUTPUT_LEN];
+        let argon2 = self.argon2.clone();
+        argon2
+            .hash_password_into_with_memory(password, &salt, &mut output, self.area())
+            .map_err(|error| failed(&error))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(argon2.params()).map_err(|error| failed(&error))?,
+            salt: Some(Salt::new(&salt).map_err(|error| failed(&error))?),
+            hash: Some(Output::new(&output).map_err(|error| failed(&error))?),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// Our current Argon2id hashes are checked in the work area; other kinds (imported,
+    /// older parameters) the way their crates do it.
+    fn verify(&mut self, stored: &StoredHash, password: &[u8]) -> bool {
+        let StoredHash::Argon2 {
+            hash,
+            current: true,
+        } = stored
+        else {
+            return stored.verify(password);
+        };
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return false;
+        };
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return false;
+        };
+        let mut output = [0_u8; Output::MAX_LENGTH];
+        let Some(output) = output.get_mut(..expected.len()) else {
+            return false;
+        };
+        let argon2 = self.argon2.clone();
+        argon2
+            .hash_password_into_with_memory(password, &salt, &mut *output, self.area())
+            .is_ok()
+            // `Output`'s equality is constant-time.
+            && Output::new(output).is_ok_and(|computed| computed == expected)
     }
 }
 
@@ -184,6 +313,84 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn work_area_hashes_match_the_argon2_crate_both_ways() {
+        use argon2::password_hash::PasswordVerifier as _;
+        let pool = PasswordHashing::new(cheap(), 1, 1).unwrap();
+        // Ours, checked by the crate's own verifier.
+        let ours = pool
+            .hash(Password::for_verification("a long passphrase"))
+            .await
+            .unwrap();
+        let crate_argon2 = Argon2::default();
+        assert!(
+            crate_argon2
+                .verify_password(b"a long passphrase", ours.as_str())
+                .is_ok()
+        );
+        assert!(
+            crate_argon2
+                .verify_password(b"another passphrase", ours.as_str())
+                .is_err()
+        );
+        // The crate's, with our parameters, checked in the work area (twice: the area is
+        // reused, and what the first hash left in it must not matter).
+        let params = Params::new(64, 1, 1, None).unwrap();
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"a long passphrase")
+            .unwrap()
+            .to_string();
+        for _ in 0..2 {
+            let verified = pool
+                .verify(
+                    Password::for_verification("a long passphrase"),
+                    Some(theirs.clone()),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                verified,
+                Verification {
+                    matches: true,
+                    needs_rehash: false
+                }
+            );
+        }
+        let wrong = pool
+            .verify(
+                Password::for_verification("a long passphrasE"),
+                Some(theirs),
+            )
+            .await
+            .unwrap();
+        assert!(!wrong.matches);
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_caller_has_gone_is_not_hashed() {
+        let pool = PasswordHashing::new(cheap(), 1, 4).unwrap();
+        // The only worker is blocked until the gate opens.
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let holder = pool.clone();
+        let blocked = tokio::spawn(async move { holder.run(move |_| gate.recv().is_ok()).await });
+        // Its job is queued first (the queue is FIFO), so the worker takes it first.
+        while pool.admission.available_permits() == 5 {
+            tokio::task::yield_now().await;
+        }
+        let hashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&hashed);
+        let abandoned = pool.run(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        // Polled once (queued), then dropped, as when a client hangs up.
+        let _ = tokio::time::timeout(Duration::from_millis(20), abandoned).await;
+        open.send(()).unwrap();
+        assert!(blocked.await.unwrap().unwrap());
+        // A later call runs after the abandoned one was taken off the queue.
+        pool.run(|_| ()).await.unwrap();
+        assert!(!hashed.load(std::sync::atomic::Ordering::SeqCst));
+        // Its admission permit came back: workers + queue are all free again.
+        assert_eq!(pool.admission.available_permits(), 5);
+    }
+
+    #[tokio::test]
     async fn an_unknown_account_never_verifies() {
         let pool = PasswordHashing::new(cheap(), 1, 1).unwrap();
         let verified = pool
@@ -198,6 +405,7 @@ mod tests {
         let pool = PasswordHashing::new(cheap(), 1, 0).unwrap();
         // Hold the only admission permit, as a running hash would.
         let _busy = pool.admission.clone().try_acquire_owned().unwrap();
+        assert!(pool.is_saturated());
         let result = pool
             .hash(Password::for_verification("whatever it is"))
             .await;

@@ -98,7 +98,10 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // The response line above has the status; internal errors log their cause at
+                // ERROR where they happen, and a 503 under load is no error worth a second line.
+                .on_failure(()),
         )
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
