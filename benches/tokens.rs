@@ -2,6 +2,10 @@
 //! paths do them (`/auth/login` and `/auth/refresh` sign; every bearer request and
 //! `/api/internal/validate` verify, before the session lookup).
 //!
+//! - `*/verify_first`: a token this verifier has not seen (header, signature, claims).
+//! - `*/verify_again`: a token it has verified before (remembered by the SHA-256 of the token;
+//!   only the time checks run again), which is what most bearer requests are.
+//!
 //! `cargo bench --bench tokens`
 
 #![expect(
@@ -46,7 +50,14 @@ fn access_tokens(c: &mut Criterion) {
         group.bench_function(format!("{name}/sign"), |b| {
             b.iter(|| tokens.issue(black_box(user), black_box(session), Role::User, now));
         });
-        group.bench_function(format!("{name}/verify"), |b| {
+        group.bench_function(format!("{name}/verify_first"), |b| {
+            b.iter_batched(
+                || tokens.issue(user, session, Role::User, now).expect("sign"),
+                |fresh| tokens.verify(black_box(&fresh), now),
+                criterion::BatchSize::SmallInput,
+            );
+        });
+        group.bench_function(format!("{name}/verify_again"), |b| {
             b.iter(|| tokens.verify(black_box(&token), now));
         });
     }

@@ -70,7 +70,9 @@ impl SigningKeys {
             return Ok(());
         }
         let tokens = build(&self.source, now, false).await?;
-        self.current.store(Arc::new(tokens));
+        if !self.current.load().same_keys(&tokens) {
+            self.current.store(Arc::new(tokens));
+        }
         *self.last_reload.lock().await = Some(Instant::now());
         Ok(())
     }

@@ -16,6 +16,8 @@ use crate::store::{Role, SigningKeyRecord};
 const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// Clock leeway on `exp` and `nbf`, in seconds.
 const LEEWAY_SECONDS: i64 = 30;
+/// How many verified tokens [`AccessTokens`] remembers (about 250 bytes each).
+const VERIFIED_CACHE_CAPACITY: usize = 50_000;
 
 /// The claims of an access token (RFC 9068 plus `sid` and `role`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +61,12 @@ pub struct AccessTokens {
     verifying_keys: HashMap<String, DecodingKey>,
     jwks: serde_json::Value,
     validation: Validation,
+    /// Claims of tokens whose header and signature verified with these keys, by the SHA-256
+    /// of the token: a token seen again skips the signature check (Ed25519 verification was
+    /// a quarter of the CPU of a token check), not the time checks. Only tokens that verified
+    /// get in, so it cannot be filled without valid tokens; it is bounded all the same, and
+    /// it goes with these keys when they change.
+    verified: quick_cache::sync::Cache<[u8; 32], AccessClaims>,
 }
 
 impl std::fmt::Debug for AccessTokens {
@@ -151,7 +159,18 @@ impl AccessTokens {
             verifying_keys,
             jwks,
             validation,
+            verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY),
         }
+    }
+
+    /// Whether `other` signs and verifies with exactly the keys of `self` (then a reload
+    /// keeps `self`, and what it has verified).
+    pub fn same_keys(&self, other: &Self) -> bool {
+        let mut mine: Vec<&String> = self.verifying_keys.keys().collect();
+        let mut theirs: Vec<&String> = other.verifying_keys.keys().collect();
+        mine.sort_unstable();
+        theirs.sort_unstable();
+        self.algorithm == other.algorithm && self.signing_kid == other.signing_kid && mine == theirs
     }
 
     /// Lifetime of the tokens issued.
@@ -192,6 +211,27 @@ impl AccessTokens {
     /// Verifies an access token's header, signature and claims at `now`. Whether its session
     /// is still live is the caller's question (see `Sessions::authenticate`).
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, TokenError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let claims = match self.verified.get(&digest) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signed(token)?;
+                self.verified.insert(digest, claims.clone());
+                claims
+            }
+        };
+        let now = now.timestamp();
+        if now > claims.exp.saturating_add(LEEWAY_SECONDS) {
+            return Err(TokenError::Expired);
+        }
+        if now.saturating_add(LEEWAY_SECONDS) < claims.nbf {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+
+    /// The header and signature checks of [`Self::verify`], and the claims they vouch for.
+    fn verify_signed(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let typ_ok = header.typ.as_deref().is_some_and(|typ| {
             typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
@@ -210,17 +250,9 @@ impl AccessTokens {
             _ => header.kid.as_deref().ok_or(TokenError::Invalid)?,
         };
         let key = self.verifying_keys.get(kid).ok_or(TokenError::UnknownKey)?;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
-            .map_err(|_| TokenError::Invalid)?
-            .claims;
-        let now = now.timestamp();
-        if now > claims.exp.saturating_add(LEEWAY_SECONDS) {
-            return Err(TokenError::Expired);
-        }
-        if now.saturating_add(LEEWAY_SECONDS) < claims.nbf {
-            return Err(TokenError::Invalid);
-        }
-        Ok(claims)
+        jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|_| TokenError::Invalid)
     }
 }
 
@@ -296,6 +328,55 @@ mod tests {
             tokens.verify(&token, now + Duration::seconds(931)),
             Err(TokenError::Expired)
         );
+    }
+
+    #[test]
+    fn a_remembered_token_still_gets_every_time_check() {
+        let (tokens, _) = eddsa_tokens();
+        let now = Utc::now();
+        let token = tokens
+            .issue(Uuid::now_v7(), Uuid::now_v7(), Role::User, now)
+            .unwrap();
+        assert!(tokens.verify(&token, now).is_ok());
+        assert_eq!(tokens.verified.len(), 1, "verified once, remembered");
+        // Before its nbf (beyond the leeway) and after its exp, the remembered claims fail.
+        assert_eq!(
+            tokens.verify(&token, now - Duration::seconds(31)),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            tokens.verify(&token, now + Duration::seconds(931)),
+            Err(TokenError::Expired)
+        );
+        // A token that does not verify is not remembered.
+        let mut forged = token;
+        forged.pop();
+        assert_eq!(tokens.verify(&forged, now), Err(TokenError::Invalid));
+        assert_eq!(tokens.verified.len(), 1);
+    }
+
+    #[test]
+    fn same_keys_compares_signing_and_verifying_keys() {
+        let (tokens, key) = eddsa_tokens();
+        let again = AccessTokens::eddsa(
+            "http://issuer".into(),
+            "servauth".into(),
+            Duration::minutes(15),
+            &key,
+            std::slice::from_ref(&key),
+        );
+        assert!(tokens.same_keys(&again));
+        let newer = generate_signing_key(Utc::now()).unwrap();
+        let rotated = AccessTokens::eddsa(
+            "http://issuer".into(),
+            "servauth".into(),
+            Duration::minutes(15),
+            &newer,
+            &[newer.clone(), key],
+        );
+        assert!(!tokens.same_keys(&rotated));
+        let (other, _) = eddsa_tokens();
+        assert!(!tokens.same_keys(&other));
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! SQLite has one writer at a time. A deferred transaction that reads first and writes later
 //! fails with `SQLITE_BUSY` instead of waiting when another connection wrote in between (the
 //! busy timeout does not apply to a lock upgrade), so every write that spans several statements
-//! starts with `BEGIN IMMEDIATE`: it takes the write lock up front, and concurrent writers
-//! queue on the busy timeout instead of failing. That is also what makes the read-then-write
-//! steps (rotation, first signing key, migrations) atomic here.
+//! starts with `BEGIN IMMEDIATE`: it takes the write lock up front, and writers of other
+//! processes queue on the busy timeout instead of failing. That is also what makes the
+//! read-then-write steps (rotation, first signing key, migrations) atomic here. Within this
+//! process every write goes through one writer connection (see [`SqliteStore`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -82,7 +83,13 @@ macro_rules! signing_key_columns {
 /// A [`Store`] on an SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Reads (WAL readers never wait for the writer).
     pool: SqlitePool,
+    /// Every write, on one connection: writers of this process queue here, in order and
+    /// without holding a reader connection, instead of polling in SQLite's busy handler
+    /// (whose sleeps grow to 100 ms and made refresh latency seconds under load). Writes
+    /// still begin `IMMEDIATE` and keep the busy timeout, for other processes on the file.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -101,9 +108,12 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             // A pool of zero connections could never serve a query.
             .max_connections(max_connections.max(1))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool })
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
+        Ok(Self { pool, writer })
     }
 }
 
@@ -309,7 +319,7 @@ impl Store for SqliteStore {
     /// the write lock, then finds everything applied. Consequence: a future migration that
     /// must run outside a transaction (`-- no-transaction`, e.g. `VACUUM`) cannot work here.
     async fn migrate(&self) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         // `run_direct` is `run` on a connection we already hold (`run` itself wants an
         // `Acquire` impl for any lifetime, which `&mut SqliteConnection` cannot give inside
         // an `async_trait` future). It is `#[doc(hidden)]` in sqlx 0.9 but public, and sqlx's
@@ -325,6 +335,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -347,7 +358,7 @@ impl Store for SqliteStore {
         .bind(user.email_verified)
         .bind(user.role.as_str())
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .map_err(map_unique_violation)?;
         Ok(user_from_row(&row)?)
@@ -420,7 +431,7 @@ impl Store for SqliteStore {
         .bind(pending_email)
         .bind(micros(now))
         .bind(id.hyphenated())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(map_unique_violation)?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
@@ -437,7 +448,7 @@ impl Store for SqliteStore {
                 .bind(hash)
                 .bind(micros(now))
                 .bind(id.hyphenated())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -447,7 +458,7 @@ impl Store for SqliteStore {
         // (enforced because every connection has `foreign_keys` on).
         let result = sqlx::query("DELETE FROM users WHERE id = ?1")
             .bind(id.hyphenated())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -456,7 +467,7 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord> {
         let now = micros(session.now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(concat!(
             "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
              expires_at, revoked_at) \
@@ -528,7 +539,7 @@ impl Store for SqliteStore {
     /// rotated.
     async fn rotate_refresh_token(&self, rotation: Rotation) -> StoreResult<RotationOutcome> {
         let now = micros(rotation.now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
 
         let rotated: Option<Hyphenated> = sqlx::query_scalar(
             "UPDATE refresh_tokens SET rotated_at = ?1, successor = ?2 \
@@ -658,7 +669,7 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .bind(session_id.hyphenated())
         .bind(user_id.hyphenated())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -677,7 +688,7 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .bind(user_id.hyphenated())
         .bind(keep.map(|id| id.hyphenated()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(result.rows_affected())
     }
@@ -686,7 +697,7 @@ impl Store for SqliteStore {
 
     async fn issue_one_time_token(&self, token: NewOneTimeToken) -> StoreResult<()> {
         let now = micros(token.now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         retire_one_time_tokens(&mut tx, token.user_id, Some(token.purpose), now).await?;
         sqlx::query(
             "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, created_at, \
@@ -733,7 +744,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>> {
         let now = micros(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let consumed =
             consume_one_time_token(&mut tx, token_hash, &[TokenPurpose::PasswordReset], now)
                 .await?;
@@ -765,7 +776,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<EmailConfirmation> {
         let now = micros(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let consumed = consume_one_time_token(
             &mut tx,
             token_hash,
@@ -853,7 +864,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let now = micros(now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let updated =
             sqlx::query("UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3")
                 .bind(password_hash)
@@ -879,7 +890,7 @@ impl Store for SqliteStore {
         &self,
         candidate: SigningKeyRecord,
     ) -> StoreResult<SigningKeyRecord> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let current = sqlx::query(concat!(
             "SELECT ",
             signing_key_columns!(),
@@ -915,7 +926,7 @@ impl Store for SqliteStore {
         key: SigningKeyRecord,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL")
             .bind(micros(now))
             .execute(&mut *tx)
