@@ -9,11 +9,11 @@
 //!   and register. `bench/run.sh` reads it from `verify_concurrent` (what a login costs).
 //!
 //! - `argon2_raw/all_cores/N`: the same hash with no pool and no async runtime, one plain
-//!   thread per core hashing back to back (4 each): the machine's own ceiling, to see what
-//!   the pool costs.
+//!   thread per core hashing back to back (4 each) in one reused work area: the machine's own
+//!   ceiling (the Argon2 limit `bench/run.sh` reports), to see what the pool costs.
 //! - `argon2_memory/*`: one Argon2id hash on this thread, its 19 MiB work area allocated
-//!   (zeroed) per hash as `PasswordHashing` does through `hash_password`, or allocated once
-//!   and reused (`hash_password_into_with_memory`): what a per-worker buffer would save. Run
+//!   (zeroed) per hash as the argon2 crate's `hash_password` does, or allocated once and
+//!   reused (`hash_password_into_with_memory`) as `PasswordHashing`'s workers do. Run
 //!   it with `MALLOC_MMAP_THRESHOLD_=1048576` to see the cost of fresh pages on every hash,
 //!   which is what glibc pays once it returns the memory (bench/RESULTS.md § memory).
 //!
@@ -124,9 +124,15 @@ fn argon2_memory(c: &mut Criterion) {
                 for _ in 0..cores {
                     scope.spawn(|| {
                         let mut out = [0_u8; 32];
+                        let mut memory = vec![Block::default(); blocks];
                         for _ in 0..iters * 4 {
                             argon2
-                                .hash_password_into(PASSWORD.as_bytes(), &salt, &mut out)
+                                .hash_password_into_with_memory(
+                                    PASSWORD.as_bytes(),
+                                    &salt,
+                                    &mut out,
+                                    &mut memory[..],
+                                )
                                 .expect("hash");
                         }
                     });
