@@ -1,11 +1,21 @@
 //! `X-Request-Id`: the client's own when it is 1–128 chars of `[A-Za-z0-9._-]`, a new UUID
 //! otherwise. It is on every response, in every log line of the request (the request span)
 //! and in every problem body (read from a task-local, so errors need not carry it).
+//!
+//! The middleware also runs the rest of the request in a task of its own, so that a client
+//! hanging up does not cancel it halfway: a request's work either happens whole or, failing,
+//! by its own error path. Besides keeping multi-step work whole, this keeps database
+//! connections sound: sqlx 0.9 leaves a PostgreSQL connection inside an open transaction when
+//! a future is dropped during `BEGIN` (transact-rs/sqlx#4393, fixed upstream after 0.9.0),
+//! and the pool would hand it to the next request.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
+use tracing::Instrument as _;
+
+use super::problem::ApiError;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -38,7 +48,19 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         .and_then(acceptable)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
+    let work = CURRENT.scope(id.clone(), next.run(request));
+    let mut response = match tokio::spawn(work.in_current_span()).await {
+        Ok(response) => response,
+        // Panics are caught further in; this is a task that could not finish at all.
+        Err(error) => {
+            CURRENT
+                .scope(id.clone(), async {
+                    ApiError::Internal(anyhow::anyhow!("request task failed: {error}"))
+                        .into_response()
+                })
+                .await
+        }
+    };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }

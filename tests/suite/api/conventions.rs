@@ -213,6 +213,44 @@ async fn health_live_and_ready_answer(backend: Backend) {
     );
 }
 
+/// A client that hangs up does not cancel its request halfway: a registration whose client
+/// gave up while its password was being hashed still creates the account, whole.
+async fn a_request_whose_client_hangs_up_still_completes(backend: Backend) {
+    // About half a second of hashing, far beyond the impatient client's 50 ms.
+    let extra = ["--argon2-memory-kib", "65536", "--argon2-iterations", "8"];
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(app.url("/auth/register"))
+        .json(&json!({"email": "gone@example.com", "password": PASSWORD}))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|error| error.is_timeout()));
+    let started = std::time::Instant::now();
+    loop {
+        let login = app
+            .post(
+                "/auth/login",
+                json!({"email": "gone@example.com", "password": PASSWORD}),
+            )
+            .await;
+        if login.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the registration was dropped: {:?}",
+            login.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 crate::support::both_backends!(
     malformed_bodies_get_the_contracts_status,
     malformed_json_is_refused_before_credentials_are_looked_at,
@@ -220,6 +258,7 @@ crate::support::both_backends!(
     request_ids_are_echoed_when_acceptable_and_made_otherwise,
     security_headers_are_on_every_response,
     health_live_and_ready_answer,
+    a_request_whose_client_hangs_up_still_completes,
 );
 
 /// A well-formed URL of a database that does not answer: the server starts anyway, `/ready`
