@@ -33,15 +33,6 @@ pub struct Decision {
 }
 
 /// Counts a hit in a fixed window and returns `{count, ms left in the window}`.
-/// Takes one back from a window's count (never below zero, never creating a key).
-static GIVE_BACK: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        "local count = tonumber(redis.call('GET', KEYS[1]) or '0') \
-         if count > 0 then return redis.call('DECR', KEYS[1]) end \
-         return 0",
-    )
-});
-
 static HIT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         "local count = redis.call('INCR', KEYS[1]) \
@@ -184,32 +175,6 @@ impl RateLimits {
                 .window
                 .saturating_sub(now.duration_since(entry.1)),
         )
-    }
-
-    /// Gives back the slot of a login whose password was never checked (the hashing pool
-    /// refused it with 503): an overloaded server must not count as the user's failures.
-    pub async fn login_unchecked(&self, email_key: &str) {
-        let key = format!("login:{}", hex_digest(email_key));
-        if let Some(redis) = &self.redis
-            && redis.up.load(Ordering::Relaxed)
-        {
-            let mut connection = redis.connection.lock().await.clone();
-            if let Some(connection) = connection.as_mut() {
-                let given_back = tokio::time::timeout(
-                    REDIS_TIMEOUT,
-                    GIVE_BACK.key(&key).invoke_async::<i64>(connection),
-                )
-                .await;
-                if !matches!(given_back, Ok(Ok(_))) {
-                    redis.mark_down("giving back a login slot failed");
-                }
-            }
-        }
-        if let Ok(mut windows) = self.local_logins.lock()
-            && let Some(entry) = windows.get_mut(&key)
-        {
-            entry.0 = entry.0.saturating_sub(1);
-        }
     }
 
     /// A successful login clears the account's failure count.

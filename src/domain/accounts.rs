@@ -138,10 +138,8 @@ impl Accounts {
     }
 
     async fn register_checked(&self, registration: Registration) -> Result<UserRecord, AuthError> {
-        // Refuse before any other work when hashing is saturated: the cheapest 503.
-        if self.hashing.is_saturated() {
-            return Err(AuthError::Overloaded);
-        }
+        // A place in the hashing pool first: when it is full, 503 before any other work.
+        let admission = self.hashing.admit()?;
         let mut errors = Vec::new();
         let email = match registration
             .email
@@ -182,7 +180,7 @@ impl Accounts {
         let (Some(email), Some(password), true) = (email, password, errors.is_empty()) else {
             return Err(AuthError::Validation(errors));
         };
-        let password_hash = self.hashing.hash(password).await?;
+        let password_hash = admission.hash(password).await?;
         let account = new_account(&email, username, password_hash, self.clock.now());
         let user = self.store.create_user(account).await?;
         tracing::info!(user.id = %user.id, "account registered");
@@ -226,10 +224,9 @@ impl Accounts {
                 ])));
             }
         };
-        // Refuse before any other work when hashing is saturated: the cheapest 503.
-        if self.hashing.is_saturated() {
-            return Err(AuthError::Overloaded);
-        }
+        // A place in the hashing pool first: when it is full, 503 before any other work and
+        // before a failure slot is taken (an overloaded server is not the user's failure).
+        let admission = self.hashing.admit()?;
         let key = Email::key_of(&email);
         let reserved = self.limits.reserve_login(&key).await;
         if !reserved.allowed {
@@ -243,13 +240,7 @@ impl Accounts {
             .map(|found| (found.user, found.password_hash))
             .unzip();
         let password = Password::for_verification(password.expose_secret());
-        let verified = match self.hashing.verify(password.clone(), stored).await {
-            Ok(verified) => verified,
-            Err(error) => {
-                self.limits.login_unchecked(&key).await;
-                return Err(error.into());
-            }
-        };
+        let verified = admission.verify(password.clone(), stored).await?;
         match user {
             Some(user) if verified.matches => {
                 self.limits.login_succeeded(&key).await;

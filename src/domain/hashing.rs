@@ -107,6 +107,48 @@ impl PasswordHashing {
 
     /// Hashes a new password into a PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
+        self.admit()?.hash(password).await
+    }
+
+    /// Verifies a password against a stored hash: see [`Admission::verify`].
+    pub async fn verify(
+        &self,
+        password: Password,
+        stored: Option<String>,
+    ) -> Result<Verification, HashError> {
+        self.admit()?.verify(password, stored).await
+    }
+
+    /// Takes a place (running or waiting) for one hash, or fails at once with
+    /// [`HashError::Overloaded`]: a caller that takes it before other work (a login's user
+    /// lookup) refuses before doing that work for nothing.
+    pub fn admit(&self) -> Result<Admission, HashError> {
+        let Ok(permit) = self.admission.clone().try_acquire_owned() else {
+            metrics::counter!("servauth_password_hash_rejected_total").increment(1);
+            return Err(HashError::Overloaded);
+        };
+        Ok(Admission {
+            pool: self.clone(),
+            permit,
+        })
+    }
+}
+
+/// A place in the hashing pool, held until its one hash is done.
+pub struct Admission {
+    pool: PasswordHashing,
+    permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission").finish_non_exhaustive()
+    }
+}
+
+impl Admission {
+    /// Hashes a new password into a PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
+    pub async fn hash(self, password: Password) -> Result<String, HashError> {
         self.run(move |worker| worker.hash(password.expose().as_bytes()))
             .await?
     }
@@ -116,13 +158,13 @@ impl PasswordHashing {
     /// so that both cases cost the same. An unusable stored hash (unknown kind, or a cost
     /// beyond the bounds) never matches and is logged.
     pub async fn verify(
-        &self,
+        self,
         password: Password,
         stored: Option<String>,
     ) -> Result<Verification, HashError> {
         let known = stored.is_some();
-        let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
-        let stored = match StoredHash::parse(&stored, self.params) {
+        let stored = stored.unwrap_or_else(|| self.pool.dummy_hash.to_string());
+        let stored = match StoredHash::parse(&stored, self.pool.params) {
             Ok(stored) => stored,
             Err(error) => {
                 tracing::warn!(error = %error, "stored password hash cannot be verified");
@@ -139,25 +181,15 @@ impl PasswordHashing {
         })
     }
 
-    /// Whether a call made now would be refused with [`HashError::Overloaded`]: lets a
-    /// caller refuse before doing other work (a login's user lookup) for nothing.
-    pub fn is_saturated(&self) -> bool {
-        self.admission.available_permits() == 0
-    }
-
-    async fn run<T, F>(&self, work: F) -> Result<T, HashError>
+    async fn run<T, F>(self, work: F) -> Result<T, HashError>
     where
         F: FnOnce(&mut Worker) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let Ok(admitted) = self.admission.clone().try_acquire_owned() else {
-            metrics::counter!("servauth_password_hash_rejected_total").increment(1);
-            return Err(HashError::Overloaded);
-        };
         let (reply, result) = oneshot::channel();
-        let job = queued_job(admitted, reply, work);
+        let job = queued_job(self.permit, reply, work);
         metrics::gauge!("servauth_password_hash_queue_depth").increment(1.0);
-        if self.jobs.send(job).is_err() {
+        if self.pool.jobs.send(job).is_err() {
             metrics::gauge!("servauth_password_hash_queue_depth").decrement(1.0);
             return Err(HashError::Failed("hashing pool stopped".to_owned()));
         }
@@ -371,20 +403,29 @@ mod tests {
         // The only worker is blocked until the gate opens.
         let (open, gate) = std::sync::mpsc::channel::<()>();
         let holder = pool.clone();
-        let blocked = tokio::spawn(async move { holder.run(move |_| gate.recv().is_ok()).await });
+        let blocked = tokio::spawn(async move {
+            holder
+                .admit()
+                .unwrap()
+                .run(move |_| gate.recv().is_ok())
+                .await
+        });
         // Its job is queued first (the queue is FIFO), so the worker takes it first.
         while pool.admission.available_permits() == 5 {
             tokio::task::yield_now().await;
         }
         let hashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&hashed);
-        let abandoned = pool.run(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        let abandoned = pool
+            .admit()
+            .unwrap()
+            .run(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst));
         // Polled once (queued), then dropped, as when a client hangs up.
         let _ = tokio::time::timeout(Duration::from_millis(20), abandoned).await;
         open.send(()).unwrap();
         assert!(blocked.await.unwrap().unwrap());
         // A later call runs after the abandoned one was taken off the queue.
-        pool.run(|_| ()).await.unwrap();
+        pool.admit().unwrap().run(|_| ()).await.unwrap();
         assert!(!hashed.load(std::sync::atomic::Ordering::SeqCst));
         // Its admission permit came back: workers + queue are all free again.
         assert_eq!(pool.admission.available_permits(), 5);
@@ -405,7 +446,7 @@ mod tests {
         let pool = PasswordHashing::new(cheap(), 1, 0).unwrap();
         // Hold the only admission permit, as a running hash would.
         let _busy = pool.admission.clone().try_acquire_owned().unwrap();
-        assert!(pool.is_saturated());
+        assert!(matches!(pool.admit(), Err(HashError::Overloaded)));
         let result = pool
             .hash(Password::for_verification("whatever it is"))
             .await;

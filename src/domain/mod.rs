@@ -18,7 +18,7 @@ mod username;
 pub use accounts::{AccountMail, Accounts, ProfileUpdate, Registration, new_account};
 pub use email::Email;
 pub use error::{AuthError, FieldError};
-pub use hashing::{HashError, PasswordHashing, Verification};
+pub use hashing::{Admission, HashError, PasswordHashing, Verification};
 pub use keys::{KeySource, RELOAD_EVERY, SigningKeys};
 pub use password::{Password, PasswordPolicy};
 pub use service_auth::ServiceSecret;
