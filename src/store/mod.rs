@@ -6,6 +6,7 @@
 //! first signing key) is one method, so each backend can use its own locking for it.
 //! Times always come from the caller (the injected clock), never from the database's `now()`.
 
+mod batch;
 mod postgres;
 mod sqlite;
 

@@ -35,6 +35,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
+use super::batch::Batcher;
 use super::{
     EmailConfirmation, NewOneTimeToken, NewSession, NewUser, OneTimeTokenRecord, ProfileChange,
     RefreshTokenRecord, Role, Rotation, RotationOutcome, SessionRecord, SigningKeyRecord, Store,
@@ -99,7 +100,15 @@ macro_rules! signing_key_columns {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// [`Store::find_live_session_user`], the query behind every token check, batched.
+    session_lookups: Batcher<SessionLookup, Option<UserRecord>>,
 }
+
+/// The key of one session lookup: session, its user, and the caller's time.
+type SessionLookup = (Uuid, Uuid, DateTime<Utc>);
+
+/// The most lookups answered by one query.
+const MAX_LOOKUP_BATCH: usize = 256;
 
 impl PostgresStore {
     /// Parses the URL and builds a pool that connects lazily: a well-formed URL whose server
@@ -113,8 +122,60 @@ impl PostgresStore {
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        // Up to half the pool answers token checks, so logins and refreshes keep the rest.
+        let lookup_workers = usize::try_from(max_connections / 2)
+            .unwrap_or(1)
+            .clamp(1, 8);
+        let lookups_pool = pool.clone();
+        let session_lookups = Batcher::spawn(lookup_workers, MAX_LOOKUP_BATCH, move |keys| {
+            find_live_session_users(lookups_pool.clone(), keys)
+        });
+        Ok(Self {
+            pool,
+            session_lookups,
+        })
     }
+}
+
+/// One query for a batch of session lookups: each key's user if its session is live at the
+/// key's time, in key order. Keys pair up by their position (`WITH ORDINALITY`), so the same
+/// session asked twice gets two answers.
+async fn find_live_session_users(
+    pool: PgPool,
+    keys: Vec<SessionLookup>,
+) -> StoreResult<Vec<Option<UserRecord>>> {
+    let mut session_ids = Vec::with_capacity(keys.len());
+    let mut user_ids = Vec::with_capacity(keys.len());
+    let mut times = Vec::with_capacity(keys.len());
+    for (session_id, user_id, now) in keys {
+        session_ids.push(session_id);
+        user_ids.push(user_id);
+        times.push(now);
+    }
+    let rows = sqlx::query(
+        "SELECT k.position, u.id, u.email, u.username, u.email_verified, u.role, \
+         u.pending_email, u.created_at, u.updated_at \
+         FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) \
+              WITH ORDINALITY AS k(session_id, user_id, now, position) \
+         JOIN sessions s ON s.id = k.session_id AND s.user_id = k.user_id \
+              AND s.revoked_at IS NULL AND s.expires_at > k.now \
+         JOIN users u ON u.id = s.user_id",
+    )
+    .bind(&session_ids)
+    .bind(&user_ids)
+    .bind(&times)
+    .fetch_all(&pool)
+    .await?;
+    let mut users: Vec<Option<UserRecord>> = vec![None; session_ids.len()];
+    for row in &rows {
+        let position: i64 = row.try_get("position")?;
+        let slot = usize::try_from(position - 1)
+            .ok()
+            .and_then(|index| users.get_mut(index))
+            .ok_or_else(|| StoreError::Database("lookup position out of range".into()))?;
+        *slot = Some(user_from_row(row)?);
+    }
+    Ok(users)
 }
 
 /// A URL that does not parse. sqlx's configuration errors name the problem (e.g. an invalid
@@ -502,18 +563,7 @@ impl Store for PostgresStore {
         user_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(
-            "SELECT u.id, u.email, u.username, u.email_verified, u.role, u.pending_email, \
-             u.created_at, u.updated_at \
-             FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3",
-        )
-        .bind(session_id)
-        .bind(user_id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        self.session_lookups.load((session_id, user_id, now)).await
     }
 
     async fn find_refresh_token(

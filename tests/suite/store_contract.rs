@@ -30,6 +30,7 @@ both_backends! {
     set_password_hash_replaces_the_hash,
     delete_user_cascades_to_sessions_and_tokens,
     find_live_session_user_ignores_revoked_and_expired_sessions,
+    #[multi_thread] concurrent_session_lookups_each_get_their_own_answer,
     find_refresh_token_returns_the_token_and_its_session_in_any_state,
     rotation_rotates_a_live_token_once,
     rotation_pairs_the_successor_with_its_csrf_hash,
@@ -757,6 +758,51 @@ async fn find_live_session_user_ignores_revoked_and_expired_sessions(backend: Ba
         "expired"
     );
     assert_eq!(find(Uuid::now_v7(), alice.id, later).await, None, "unknown");
+    finish(db, store).await;
+}
+
+/// Many lookups at once (the PostgreSQL store answers lookups that queue up together in one
+/// query): each gets the answer for its own key, the same key asked twice included.
+async fn concurrent_session_lookups_each_get_their_own_answer(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let bob = create_user(&*store, "bob@example.com", t0).await;
+    let alices = create_session(&*store, &new_session(alice.id, &token(1), t0)).await;
+    let bobs = create_session(&*store, &new_session(bob.id, &token(2), t0)).await;
+    let revoked = create_session(&*store, &new_session(bob.id, &token(3), t0)).await;
+    assert!(
+        store
+            .revoke_session(bob.id, revoked.id, t0)
+            .await
+            .expect("revoke")
+    );
+    let later = t0 + TimeDelta::minutes(1);
+    let past_expiry = t0 + TimeDelta::days(400);
+    let cases = [
+        (alices.id, alice.id, later, Some(&alice)),
+        (bobs.id, bob.id, later, Some(&bob)),
+        (bobs.id, alice.id, later, None),
+        (revoked.id, bob.id, later, None),
+        (alices.id, alice.id, past_expiry, None),
+        (Uuid::now_v7(), alice.id, later, None),
+    ];
+    let lookups = (0..300).map(|i| {
+        let (session, user, at, expected) = cases[i % cases.len()];
+        let store = Arc::clone(&store);
+        async move {
+            let found = store
+                .find_live_session_user(session, user, at)
+                .await
+                .expect("find");
+            (i, found, expected.cloned())
+        }
+    });
+    for (i, found, expected) in join_all(lookups).await {
+        assert_eq!(found, expected, "lookup {i}");
+    }
     finish(db, store).await;
 }
 
