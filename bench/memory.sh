@@ -36,6 +36,7 @@ variant_env() {
     glibc-mmap-threshold) echo "MALLOC_MMAP_THRESHOLD_=1048576" ;;
     glibc-arena-max-2) echo "MALLOC_ARENA_MAX=2" ;;
     jemalloc) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2" ;;
+    jemalloc-decay) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0" ;;
     mimalloc) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2" ;;
     *) echo "unknown variant $1" >&2; exit 1 ;;
   esac
@@ -45,7 +46,7 @@ echo "| variant | fresh MiB | after $SEED registrations | after login flood | +1
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for v in $VARIANTS; do
   dir="$OUT/$v"; mkdir -p "$dir/data"
-  env "$(variant_env "$v")" DATABASE_URL="sqlite://$dir/servauth.db" SERVAUTH_LISTEN="127.0.0.1:$PORT" \
+  env $(variant_env "$v") DATABASE_URL="sqlite://$dir/servauth.db" SERVAUTH_LISTEN="127.0.0.1:$PORT" \
     SERVAUTH_INTERNAL_SECRET="$INTERNAL_SECRET" SERVAUTH_COOKIE_SECURE=false SERVAUTH_LOG=warn \
     SERVAUTH_RATE_LIMIT=1000000/1s SERVAUTH_LOGIN_FAILURE_LIMIT=1000000/1s \
     "$BIN" serve > "$dir/server.log" 2>&1 &

@@ -138,29 +138,22 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = self.state.config.shutdown_grace;
+        let header_timeout = self.state.config.header_timeout;
         let store = self.state.store.clone();
         tracing::info!(
             address = %self.listener.local_addr()?,
             database = store.backend(),
             "servauth listening"
         );
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let service = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+        let router = http::router(self.state);
+        let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stopping_tx.send(());
-        });
-        let deadline = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
         };
-        tokio::select! {
-            result = server => result.context("server failed")?,
-            () = deadline => tracing::warn!("shutdown grace expired; dropping remaining requests"),
+        if http::server::serve(self.listener, router, shutdown, grace, header_timeout).await
+            == http::server::Stopped::GraceExpired
+        {
+            tracing::warn!("shutdown grace expired; dropping remaining requests");
         }
         store.close().await;
         Ok(())

@@ -181,6 +181,11 @@ pub struct Settings {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "SERVAUTH_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// How long a client may take to send a request's head, idle time on a keep-alive
+    /// connection before its next request included; then the connection is closed.
+    #[arg(long, env = "SERVAUTH_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -264,6 +269,7 @@ pub struct Config {
     pub migrate: MigrateMode,
     pub log: String,
     pub shutdown_grace: Duration,
+    pub header_timeout: Duration,
 }
 
 /// A setting that cannot be used, named by its environment variable.
@@ -420,6 +426,7 @@ impl Settings {
             migrate: self.migrate,
             log: self.log,
             shutdown_grace: self.shutdown_grace,
+            header_timeout: self.header_timeout,
         })
     }
 }

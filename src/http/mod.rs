@@ -10,6 +10,7 @@ mod reference;
 mod request_id;
 mod routes;
 mod security_headers;
+pub mod server;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};

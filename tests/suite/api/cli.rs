@@ -361,3 +361,44 @@ async fn imported_hashes_log_in_and_are_rehashed_with_the_current_parameters(bac
         assert_eq!(again.status, StatusCode::OK);
     }
 }
+
+/// A client that sends half a request head and stalls (slowloris), or leaves a keep-alive
+/// connection idle, is disconnected after `SERVAUTH_HEADER_TIMEOUT`, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stalled_before_a_request_head_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, &["--header-timeout", "1s"]).await else {
+        return;
+    };
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let until_closed = |head: &'static [u8]| {
+        let address = address.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream.write_all(head).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut received = Vec::new();
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                stream.read_to_end(&mut received),
+            )
+            .await;
+            assert!(read.is_ok(), "the connection was still open after 10 s");
+            (
+                started.elapsed(),
+                String::from_utf8_lossy(&received).into_owned(),
+            )
+        }
+    };
+    let (stalled, idle) = tokio::join!(
+        until_closed(b"GET /health HTTP/1.1\r\nHost: servauth\r\n"),
+        until_closed(b"GET /health HTTP/1.1\r\nHost: servauth\r\n\r\n"),
+    );
+    assert!(
+        stalled.0 >= std::time::Duration::from_millis(900),
+        "{stalled:?}"
+    );
+    assert!(!stalled.1.contains(" 200 "), "{stalled:?}");
+    assert!(idle.0 >= std::time::Duration::from_millis(900), "{idle:?}");
+    assert!(idle.1.starts_with("HTTP/1.1 200 "), "{idle:?}");
+}
