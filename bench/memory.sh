@@ -6,11 +6,15 @@
 # after they close. Also prints the malloc arenas (anonymous mappings > 4 MiB) after the
 # login flood, and login/validate req/s (so a variant's speed cost shows).
 #
-#   bench/memory.sh                           # glibc, glibc tuned, jemalloc, mimalloc
-#   VARIANTS="glibc jemalloc" PHASE=5 bench/memory.sh
+#   bench/memory.sh                           # builtin (default)
+#   VARIANTS="builtin jemalloc" PHASE=5 bench/memory.sh
+#   VARIANTS="jemalloc:narenas:2,dirty_decay_ms:1000" bench/memory.sh   # any MALLOC_CONF
 #
-# jemalloc and mimalloc are tried with LD_PRELOAD of Debian's libjemalloc2 / libmimalloc2.0
-# (apt-get install libjemalloc2 libmimalloc2.0): a stand-in for a `#[global_allocator]`.
+# `builtin` is the binary as built (jemalloc as `#[global_allocator]`, src/main.rs). The
+# others preload Debian's libjemalloc2 / libmimalloc2.0 or tune glibc (apt-get install
+# libjemalloc2 libmimalloc2.0); since the server's own allocations go to the built-in
+# jemalloc, they now change only what C code (SQLite) allocates. To compare allocators for
+# the Rust side, build without the `#[global_allocator]` and run them on that binary.
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(cd .. && pwd)"
@@ -18,7 +22,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/servauth"
 PORT="${PORT:-4299}"
 PHASE="${PHASE:-8}"
 SEED="${SEED:-20}"
-VARIANTS="${VARIANTS:-glibc glibc-mmap-threshold glibc-arena-max-2 jemalloc mimalloc}"
+VARIANTS="${VARIANTS:-builtin}"
 OUT="$PWD/results/memory-$(date -u +%Y%m%dT%H%M%SZ)"
 URL="http://127.0.0.1:$PORT"
 export INTERNAL_SECRET="bench-internal-secret-0123456789abcdef0123" LUA_DIR="$PWD/lua" BENCH_JSON=/dev/null
@@ -32,12 +36,13 @@ rps() { grep -o 'rps=[0-9.]*' | cut -d= -f2; }
 
 variant_env() {
   case "$1" in
-    glibc) echo "X_BENCH_VARIANT=glibc" ;;
+    builtin|glibc) echo "X_BENCH_VARIANT=$1" ;;
     glibc-mmap-threshold) echo "MALLOC_MMAP_THRESHOLD_=1048576" ;;
     glibc-arena-max-2) echo "MALLOC_ARENA_MAX=2" ;;
     jemalloc) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2" ;;
     jemalloc-decay) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0" ;;
     mimalloc) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2" ;;
+    jemalloc:*) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=${1#jemalloc:}" ;;
     *) echo "unknown variant $1" >&2; exit 1 ;;
   esac
 }

@@ -137,8 +137,11 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let grace = self.state.config.shutdown_grace;
-        let header_timeout = self.state.config.header_timeout;
+        let settings = http::server::Settings {
+            grace: self.state.config.shutdown_grace,
+            header_timeout: self.state.config.header_timeout,
+            max_in_flight: self.state.config.max_in_flight,
+        };
         let store = self.state.store.clone();
         tracing::info!(
             address = %self.listener.local_addr()?,
@@ -150,7 +153,7 @@ impl App {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
         };
-        if http::server::serve(self.listener, router, shutdown, grace, header_timeout).await
+        if http::server::serve(self.listener, router, shutdown, settings).await
             == http::server::Stopped::GraceExpired
         {
             tracing::warn!("shutdown grace expired; dropping remaining requests");

@@ -186,6 +186,12 @@ pub struct Settings {
     /// connection before its next request included; then the connection is closed.
     #[arg(long, env = "SERVAUTH_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: Duration,
+
+    /// Requests handled at once; more wait, in arrival order, holding only their parsed
+    /// head (`/live`, `/ready`, `/health` and `/metrics` never wait). Default: 512 per core.
+    #[arg(long, env = "SERVAUTH_MAX_IN_FLIGHT",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -270,6 +276,7 @@ pub struct Config {
     pub log: String,
     pub shutdown_grace: Duration,
     pub header_timeout: Duration,
+    pub max_in_flight: usize,
 }
 
 /// A setting that cannot be used, named by its environment variable.
@@ -381,10 +388,11 @@ impl Settings {
                 "not a valid log filter (try `info`)",
             ));
         }
-        let hash_workers = match self.hash_workers {
-            Some(workers) => workers as usize,
-            None => std::thread::available_parallelism().map_or(1, usize::from),
-        };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let hash_workers = self.hash_workers.map_or(cores, |workers| workers as usize);
+        let max_in_flight = self
+            .max_in_flight
+            .map_or(cores.saturating_mul(512), |limit| limit as usize);
         Ok(Config {
             database_url: SecretString::from(self.database_url),
             database_max_connections: self.database_max_connections,
@@ -427,6 +435,7 @@ impl Settings {
             log: self.log,
             shutdown_grace: self.shutdown_grace,
             header_timeout: self.header_timeout,
+            max_in_flight,
         })
     }
 }

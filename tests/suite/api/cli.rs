@@ -402,3 +402,53 @@ async fn connections_stalled_before_a_request_head_are_closed_after_the_header_t
     assert!(idle.0 >= std::time::Duration::from_millis(900), "{idle:?}");
     assert!(idle.1.starts_with("HTTP/1.1 200 "), "{idle:?}");
 }
+
+/// With one request allowed in flight, a second waits until the first is answered, while
+/// health probes are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_limit_wait_but_probes_do_not() {
+    // Slow hashing, so that a login is surely still running while the others are sent.
+    let extra = [
+        "--max-in-flight",
+        "1",
+        "--argon2-memory-kib",
+        "131072",
+        "--argon2-iterations",
+        "3",
+    ];
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, &extra).await else {
+        return;
+    };
+    app.register("ada@example.com").await;
+    let started = std::time::Instant::now();
+    let login = tokio::spawn({
+        let request = app
+            .client
+            .post(app.url("/auth/login"))
+            .json(&json!({"email": "ada@example.com", "password": PASSWORD}));
+        async move {
+            let response = request.send().await;
+            (response, started.elapsed())
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    let live = app.client.get(app.url("/live")).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert!(!login.is_finished(), "the login was already answered");
+    let jwks = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    let jwks_answered = started.elapsed();
+    assert_eq!(jwks.status(), StatusCode::OK);
+    let (response, login_answered) = login.await.unwrap();
+    assert_eq!(response.unwrap().status(), StatusCode::OK);
+    // The JWKS request could only start once the login's place was free; allow for the two
+    // responses reaching this client in either order by a hair.
+    assert!(
+        jwks_answered + std::time::Duration::from_millis(20) >= login_answered,
+        "jwks answered at {jwks_answered:?}, login at {login_answered:?}"
+    );
+}
