@@ -9,6 +9,7 @@
 #
 # Knobs (environment):
 #   DURATION (10s)  WARMUP (3s)  SETTLE (2 s between runs)  SEED_USERS (200)
+#   IDLE_QUIET (12 s without requests before an idle RSS snapshot)
 #   BACKENDS ("postgres sqlite")   PEER (1 = run the peer's bench.sh too)  PEER_EXTRA (1: its c=1 rows)
 #   HASH_CONNS ("1 16 64")         login and register, closed loop
 #   TOKEN_CONNS ("64 256 1000 10000")  validate and GET /auth/me, closed loop
@@ -31,6 +32,7 @@ DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-3s}"
 SETTLE="${SETTLE:-2}"
 SEED_USERS="${SEED_USERS:-200}"
+IDLE_QUIET="${IDLE_QUIET:-12}"
 BACKENDS="${BACKENDS:-postgres sqlite}"
 PEER="${PEER:-1}"
 PEER_EXTRA="${PEER_EXTRA:-1}"
@@ -105,7 +107,7 @@ command -v oha >/dev/null || die "oha missing: cargo install oha --locked"
   echo "oha: $(oha --version)"
   echo "python: $(python3 --version 2>&1)"
   echo "ulimit_n: soft $(ulimit -Sn) hard $(ulimit -Hn)"
-  echo "duration: $DURATION  warmup: $WARMUP  settle: ${SETTLE}s  seed_users: $SEED_USERS"
+  echo "duration: $DURATION  warmup: $WARMUP  settle: ${SETTLE}s  idle_quiet: ${IDLE_QUIET}s  seed_users: $SEED_USERS"
   echo "hash_conns: $HASH_CONNS  token_conns: $TOKEN_CONNS  refresh_conns: $REFRESH_CONNS"
   echo "open_loop: $OPEN_RATE req/s over $OPEN_CONNS connections  login_loads: $LOGIN_LOADS"
   echo "server_env: ${SERVER_ENV:-(none)}"
@@ -305,7 +307,10 @@ run_backend() {  # postgres | sqlite
   warmup login.lua 16 DATA_DIR="$DATA"
   warmup validate.lua 64 DATA_DIR="$DATA"
   warmup me.lua 64 DATA_DIR="$DATA"
-  sleep "$SETTLE"
+  # Idle means no request for IDLE_QUIET seconds: the hashing pool keeps its Argon2 work
+  # areas (19 MiB per worker) for 10 s after its last hash, so that bursts of logins don't
+  # fault them in again; the allocator returns freed memory within about a second.
+  sleep "$IDLE_QUIET"
   snapshot_idle "$backend/after-warmup"
 
   # The Argon2 limit again, just before this backend's hashing runs (the host's memory
@@ -372,7 +377,7 @@ run_backend() {  # postgres | sqlite
     mv "$DATA/refresh-pool.next" "$DATA/refresh-pool.txt"
   done
 
-  sleep 3
+  sleep "$IDLE_QUIET"
   snapshot_idle "$backend/end"
   scrape_metrics "$OUT/${backend}_end.metrics"
   if [ "$backend" = postgres ]; then
