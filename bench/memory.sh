@@ -36,11 +36,10 @@ rps() { grep -o 'rps=[0-9.]*' | cut -d= -f2; }
 
 variant_env() {
   case "$1" in
-    builtin|glibc) echo "X_BENCH_VARIANT=$1" ;;
+    builtin) echo "X_BENCH_VARIANT=builtin" ;;
     glibc-mmap-threshold) echo "MALLOC_MMAP_THRESHOLD_=1048576" ;;
     glibc-arena-max-2) echo "MALLOC_ARENA_MAX=2" ;;
     jemalloc) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2" ;;
-    jemalloc-decay) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0" ;;
     mimalloc) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2" ;;
     jemalloc:*) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=${1#jemalloc:}" ;;
     *) echo "unknown variant $1" >&2; exit 1 ;;

@@ -70,22 +70,21 @@ impl<K: Send + 'static, V: Send + 'static> Batcher<K, V> {
                     let (keys, replies): (Vec<K>, Vec<_>) =
                         batch.into_iter().map(|call| (call.key, call.reply)).unzip();
                     let expected = keys.len();
-                    match run(keys).await {
-                        Ok(values) if values.len() == expected => {
+                    let answered = match run(keys).await {
+                        Ok(values) if values.len() == expected => Ok(values),
+                        Ok(values) => Err(StoreError::Database(
+                            format!(
+                                "a batch of {expected} lookups returned {} answers",
+                                values.len()
+                            )
+                            .into(),
+                        )),
+                        Err(error) => Err(error),
+                    };
+                    match answered {
+                        Ok(values) => {
                             for (reply, value) in replies.into_iter().zip(values) {
                                 let _ = reply.send(Ok(value));
-                            }
-                        }
-                        Ok(values) => {
-                            let error = Arc::new(StoreError::Database(
-                                format!(
-                                    "a batch of {expected} lookups returned {} answers",
-                                    values.len()
-                                )
-                                .into(),
-                            ));
-                            for reply in replies {
-                                let _ = reply.send(Err(error.clone()));
                             }
                         }
                         Err(error) => {

@@ -152,15 +152,17 @@ async fn find_live_session_users(
         user_ids.push(user_id);
         times.push(now);
     }
-    let rows = sqlx::query(
-        "SELECT k.position, u.id, u.email, u.username, u.email_verified, u.role, \
-         u.pending_email, u.created_at, u.updated_at \
-         FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) \
-              WITH ORDINALITY AS k(session_id, user_id, now, position) \
-         JOIN sessions s ON s.id = k.session_id AND s.user_id = k.user_id \
-              AND s.revoked_at IS NULL AND s.expires_at > k.now \
-         JOIN users u ON u.id = s.user_id",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT position, ",
+        user_columns!(),
+        " FROM users JOIN ( \
+           SELECT k.position, s.user_id AS live_user \
+           FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) \
+                WITH ORDINALITY AS k(session_id, user_id, now, position) \
+           JOIN sessions s ON s.id = k.session_id AND s.user_id = k.user_id \
+                AND s.revoked_at IS NULL AND s.expires_at > k.now \
+         ) live ON users.id = live.live_user"
+    ))
     .bind(&session_ids)
     .bind(&user_ids)
     .bind(&times)
