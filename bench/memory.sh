@@ -8,6 +8,7 @@
 #
 #   bench/memory.sh                           # builtin (default)
 #   VARIANTS="builtin jemalloc" PHASE=5 bench/memory.sh
+#   VARIANTS="builtin:narenas:1" bench/memory.sh     # the built-in jemalloc, more options
 #   VARIANTS="jemalloc:narenas:2,dirty_decay_ms:1000" bench/memory.sh   # any MALLOC_CONF
 #
 # `builtin` is the binary as built (jemalloc as `#[global_allocator]`, src/main.rs). The
@@ -37,6 +38,7 @@ rps() { grep -o 'rps=[0-9.]*' | cut -d= -f2; }
 variant_env() {
   case "$1" in
     builtin) echo "X_BENCH_VARIANT=builtin" ;;
+    builtin:*) echo "_RJEM_MALLOC_CONF=${1#builtin:}" ;;
     glibc-mmap-threshold) echo "MALLOC_MMAP_THRESHOLD_=1048576" ;;
     glibc-arena-max-2) echo "MALLOC_ARENA_MAX=2" ;;
     jemalloc) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2" ;;

@@ -149,6 +149,7 @@ impl App {
             "servauth listening"
         );
         let router = http::router(self.state);
+        let upkeep = tokio::spawn(crate::metrics::upkeep());
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
@@ -158,6 +159,7 @@ impl App {
         {
             tracing::warn!("shutdown grace expired; dropping remaining requests");
         }
+        upkeep.abort();
         store.close().await;
         Ok(())
     }

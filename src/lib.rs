@@ -6,7 +6,7 @@
 //! - [`http`]: routes, extractors, problem+json errors, request ids, security headers;
 //! - [`domain`]: identity types, password policy and hashing, tokens, accounts and sessions;
 //! - [`store`]: the `Store` trait with its SQLite and PostgreSQL implementations;
-//! - [`clock`]: the injected time source; [`telemetry`]: JSON logs.
+//! - [`clock`]: the injected time source; [`telemetry`]: JSON logs; [`memory`]: the allocator.
 
 pub mod app;
 pub mod cli;
@@ -16,6 +16,7 @@ pub mod domain;
 pub mod http;
 pub mod limits;
 pub mod mail;
+pub mod memory;
 pub mod metrics;
 mod run;
 pub mod store;

@@ -239,6 +239,7 @@ impl Worker {
                 Ok(job) => job,
                 Err(flume::RecvTimeoutError::Timeout) => {
                     self.area = None;
+                    crate::memory::release_thread_cache();
                     match jobs.recv() {
                         Ok(job) => job,
                         Err(flume::RecvError::Disconnected) => return,

@@ -28,6 +28,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -81,6 +82,8 @@ pub async fn serve(
     let in_flight = Arc::new(Semaphore::new(
         settings.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
     ));
+    let requests = Arc::new(AtomicU64::new(0));
+    let idle_release = tokio::spawn(crate::memory::release_when_idle(requests.clone()));
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -99,7 +102,7 @@ pub async fn serve(
         };
         // Responses are written whole; no reason to hold the last segment back.
         let _ = stream.set_nodelay(true);
-        let service = peer_service(router.clone(), in_flight.clone(), peer);
+        let service = peer_service(router.clone(), in_flight.clone(), requests.clone(), peer);
         let watcher = connections.watcher();
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
@@ -109,18 +112,22 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tokio::select! {
+    let stopped = tokio::select! {
         () = connections.shutdown() => Stopped::Drained,
         () = tokio::time::sleep(settings.grace) => Stopped::GraceExpired,
-    }
+    };
+    idle_release.abort();
+    stopped
 }
 
 /// The router as a hyper service for one connection: the peer's address in each request's
 /// extensions (what `into_make_service_with_connect_info` does for `axum::serve`), and a
-/// place among the requests in flight before the router is called.
+/// place among the requests in flight before the router is called. Each request is counted
+/// in `requests`, which tells [`crate::memory::release_when_idle`] when the server is idle.
 fn peer_service(
     router: Router,
     in_flight: Arc<Semaphore>,
+    requests: Arc<AtomicU64>,
     peer: SocketAddr,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
@@ -132,6 +139,7 @@ fn peer_service(
 + 'static {
     hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        requests.fetch_add(1, Ordering::Relaxed);
         let router = router.clone();
         let in_flight = in_flight.clone();
         async move {

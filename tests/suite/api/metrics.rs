@@ -92,6 +92,18 @@ async fn metrics_count_requests_logins_and_the_hashing_pool(backend: Backend) {
     ] {
         assert!(sample(&after, name).is_some(), "{name} missing:\n{after}");
     }
+    // jemalloc's figures: live bytes within the pages they occupy, within what is resident.
+    let allocator = |kind: &str| {
+        sample(
+            &after,
+            &format!(r#"servauth_allocator_bytes{{kind="{kind}"}}"#),
+        )
+        .unwrap_or_else(|| panic!("allocator {kind} missing:\n{after}"))
+    };
+    assert!(allocator("allocated") > 0.0);
+    assert!(allocator("active") >= allocator("allocated"));
+    assert!(allocator("resident") >= allocator("active"));
+    assert!(allocator("metadata") > 0.0 && allocator("thread_caches") >= 0.0);
     assert!(
         !after.contains("ada@example.com"),
         "no personal data in labels"
