@@ -27,6 +27,23 @@ pub struct Registration {
     pub username: Option<String>,
 }
 
+/// A password that checked out: the user, and the stored hash it was checked against (or
+/// the one that replaced it in a re-hash), which the new session must still find in place.
+#[derive(Clone)]
+pub struct PasswordLogin {
+    pub user: UserRecord,
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for PasswordLogin {
+    /// Without the hash: it never goes to a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordLogin")
+            .field("user", &self.user.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A profile change as it arrives. `username: Some(None)` removes the username.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileUpdate {
@@ -195,7 +212,7 @@ impl Accounts {
         &self,
         email: Option<String>,
         password: Option<SecretString>,
-    ) -> Result<UserRecord, AuthError> {
+    ) -> Result<PasswordLogin, AuthError> {
         let result = self.login_checked(email, password).await;
         let outcome = match &result {
             Ok(_) => "success",
@@ -214,7 +231,7 @@ impl Accounts {
         &self,
         email: Option<String>,
         password: Option<SecretString>,
-    ) -> Result<UserRecord, AuthError> {
+    ) -> Result<PasswordLogin, AuthError> {
         let (email, password) = match (email, password) {
             (Some(email), Some(password)) => (email, password),
             (email, password) => {
@@ -240,19 +257,24 @@ impl Accounts {
             .map(|found| (found.user, found.password_hash))
             .unzip();
         let password = Password::for_verification(password.expose_secret());
-        let verified = admission.verify(password.clone(), stored).await?;
-        match user {
-            Some(user) if verified.matches => {
+        let verified = admission.verify(password.clone(), stored.clone()).await?;
+        match (user, stored) {
+            (Some(user), Some(mut password_hash)) if verified.matches => {
                 self.limits.login_succeeded(&key).await;
-                if verified.needs_rehash {
-                    self.rehash(&user, password).await;
+                if verified.needs_rehash
+                    && let Some(rehashed) = self.rehash(&user, &password_hash, password).await
+                {
+                    password_hash = rehashed;
                 }
                 if self.require_verified_email && !user.email_verified {
                     tracing::info!(user.id = %user.id, "login refused: email not verified");
                     return Err(AuthError::EmailNotVerified);
                 }
                 tracing::info!(user.id = %user.id, "login succeeded");
-                Ok(user)
+                Ok(PasswordLogin {
+                    user,
+                    password_hash,
+                })
             }
             _ => {
                 tracing::info!("login failed: invalid credentials");
@@ -261,23 +283,36 @@ impl Accounts {
         }
     }
 
-    /// Replaces an imported or outdated hash with one of the current parameters. A failure
-    /// (the pool is busy, the database hiccups) is logged; the next login tries again.
-    async fn rehash(&self, user: &UserRecord, password: Password) {
+    /// Replaces an imported or outdated hash with one of the current parameters, unless the
+    /// password changed meanwhile; the new hash when it was stored. A failure (the pool is
+    /// busy, the database hiccups) is logged; the next login tries again.
+    async fn rehash(
+        &self,
+        user: &UserRecord,
+        replacing: &str,
+        password: Password,
+    ) -> Option<String> {
         let replaced = match self.hashing.hash(password).await {
             Ok(hash) => self
                 .store
-                .set_password_hash(user.id, &hash, self.clock.now())
+                .set_password_hash(user.id, replacing, &hash, self.clock.now())
                 .await
+                .map(|stored| stored.then_some(hash))
                 .map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
         };
         match replaced {
-            Ok(_) => {
+            Ok(Some(hash)) => {
                 tracing::info!(user.id = %user.id, "password re-hashed with the current parameters");
+                Some(hash)
+            }
+            Ok(None) => {
+                tracing::info!(user.id = %user.id, "re-hash dropped: the password changed meanwhile");
+                None
             }
             Err(error) => {
                 tracing::warn!(user.id = %user.id, error, "re-hashing the password failed");
+                None
             }
         }
     }

@@ -15,7 +15,9 @@ mod stored_hash;
 mod tokens;
 mod username;
 
-pub use accounts::{AccountMail, Accounts, ProfileUpdate, Registration, new_account};
+pub use accounts::{
+    AccountMail, Accounts, PasswordLogin, ProfileUpdate, Registration, new_account,
+};
 pub use email::Email;
 pub use error::{AuthError, FieldError};
 pub use hashing::{Admission, HashError, PasswordHashing, Verification};

@@ -123,10 +123,14 @@ impl Sessions {
     }
 
     /// Opens a new session for a user who just proved who they are (a new session id and
-    /// new tokens every time: no session fixation).
+    /// new tokens every time: no session fixation). After a password login, `password_hash`
+    /// is the hash the password was checked against: if a reset or change replaced it
+    /// meanwhile, no session is opened (`InvalidCredentials`), since the password used is no
+    /// longer the account's.
     pub async fn open(
         &self,
         user: &UserRecord,
+        password_hash: Option<String>,
         kind: ClientKind,
         meta: ClientMeta,
     ) -> Result<IssuedSession, AuthError> {
@@ -149,8 +153,13 @@ impl Sessions {
                 expires_at,
                 refresh_hash: token_hash(&refresh_token),
                 refresh_expires_at,
+                password_hash,
             })
-            .await?;
+            .await?
+            .ok_or_else(|| {
+                tracing::info!(user.id = %user.id, "login refused: the password changed meanwhile");
+                AuthError::InvalidCredentials
+            })?;
         self.issue(user, &session, now, refresh_token, csrf_token)
     }
 

@@ -148,6 +148,8 @@ pub struct NewSession {
     pub refresh_hash: Vec<u8>,
     /// Idle expiry of the first refresh token.
     pub refresh_expires_at: DateTime<Utc>,
+    /// The password hash the login was verified against, if it was a password login.
+    pub password_hash: Option<String>,
 }
 
 /// A session as stored.
@@ -333,11 +335,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>>;
 
-    /// Replaces the password hash (a re-hash or a password change) and sets `updated_at`.
-    /// `false` when the user is gone.
+    /// Replaces the password hash `replacing` with `hash` (a re-hash) and sets `updated_at`.
+    /// `false` when the user is gone or the hash is no longer `replacing`: a re-hash computed
+    /// from the old password never overwrites a password reset or change made meanwhile.
     async fn set_password_hash(
         &self,
         id: Uuid,
+        replacing: &str,
         hash: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
@@ -348,8 +352,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // ---- sessions ----------------------------------------------------------------------
 
-    /// Inserts a session and its first refresh token, in one transaction.
-    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord>;
+    /// Inserts a session and its first refresh token, in one transaction. With
+    /// `password_hash` set, only while the user's password hash is still that one (`None`
+    /// otherwise, nothing written); the check holds the user row against a concurrent
+    /// password reset or change, which therefore either comes first and refuses the session
+    /// or comes after and revokes it.
+    async fn create_session(&self, session: NewSession) -> StoreResult<Option<SessionRecord>>;
 
     /// The user behind an access token, if its session is live: the session exists, belongs
     /// to `user_id`, is not revoked and has not expired at `now`, and the user exists.

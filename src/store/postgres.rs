@@ -503,16 +503,20 @@ impl Store for PostgresStore {
     async fn set_password_hash(
         &self,
         id: Uuid,
+        replacing: &str,
         hash: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let result =
-            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-                .bind(hash)
-                .bind(now)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+        let result = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2 \
+             WHERE id = $3 AND password_hash = $4",
+        )
+        .bind(hash)
+        .bind(now)
+        .bind(id)
+        .bind(replacing)
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -527,8 +531,23 @@ impl Store for PostgresStore {
 
     // ---- sessions ----------------------------------------------------------------------
 
-    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord> {
+    async fn create_session(&self, session: NewSession) -> StoreResult<Option<SessionRecord>> {
         let mut tx = self.pool.begin().await?;
+        if let Some(hash) = &session.password_hash {
+            // FOR SHARE waits for a reset or change holding the row, then re-checks the hash
+            // on the committed row; once taken, it makes them wait for this commit, after
+            // which their revocation sees this session.
+            let unchanged =
+                sqlx::query("SELECT 1 FROM users WHERE id = $1 AND password_hash = $2 FOR SHARE")
+                    .bind(session.user_id)
+                    .bind(hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if unchanged.is_none() {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
         let row = sqlx::query(concat!(
             "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
              expires_at, revoked_at) \
@@ -556,7 +575,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(record)
+        Ok(Some(record))
     }
 
     async fn find_live_session_user(

@@ -440,16 +440,20 @@ impl Store for SqliteStore {
     async fn set_password_hash(
         &self,
         id: Uuid,
+        replacing: &str,
         hash: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let result =
-            sqlx::query("UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3")
-                .bind(hash)
-                .bind(micros(now))
-                .bind(id.hyphenated())
-                .execute(&self.writer)
-                .await?;
+        let result = sqlx::query(
+            "UPDATE users SET password_hash = ?1, updated_at = ?2 \
+             WHERE id = ?3 AND password_hash = ?4",
+        )
+        .bind(hash)
+        .bind(micros(now))
+        .bind(id.hyphenated())
+        .bind(replacing)
+        .execute(&self.writer)
+        .await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -465,9 +469,22 @@ impl Store for SqliteStore {
 
     // ---- sessions ----------------------------------------------------------------------
 
-    async fn create_session(&self, session: NewSession) -> StoreResult<SessionRecord> {
+    async fn create_session(&self, session: NewSession) -> StoreResult<Option<SessionRecord>> {
         let now = micros(session.now);
+        // The write lock from the start: a reset or change either committed before this
+        // check or waits for this commit, and then revokes this session.
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(hash) = &session.password_hash {
+            let unchanged = sqlx::query("SELECT 1 FROM users WHERE id = ?1 AND password_hash = ?2")
+                .bind(session.user_id.hyphenated())
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if unchanged.is_none() {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
         let row = sqlx::query(concat!(
             "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
              expires_at, revoked_at) \
@@ -495,7 +512,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(record)
+        Ok(Some(record))
     }
 
     async fn find_live_session_user(

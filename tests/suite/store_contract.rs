@@ -28,6 +28,7 @@ both_backends! {
     usernames_can_be_null_for_many_users,
     update_profile_sets_and_removes_username,
     set_password_hash_replaces_the_hash,
+    a_password_session_needs_the_hash_it_was_checked_against,
     delete_user_cascades_to_sessions_and_tokens,
     find_live_session_user_ignores_revoked_and_expired_sessions,
     #[multi_thread] concurrent_session_lookups_each_get_their_own_answer,
@@ -110,6 +111,7 @@ fn new_session(user_id: Uuid, refresh: &[u8], at: DateTime<Utc>) -> NewSession {
         expires_at: at + TimeDelta::days(30),
         refresh_hash: refresh.to_vec(),
         refresh_expires_at: at + TimeDelta::days(1),
+        password_hash: None,
     }
 }
 
@@ -188,6 +190,7 @@ async fn create_session(store: &dyn Store, session: &NewSession) -> SessionRecor
         .create_session(session.clone())
         .await
         .expect("create session")
+        .expect("the session was refused")
 }
 
 /// Opens `connections` pooled connections up front (by using them at once), so that the calls
@@ -626,9 +629,27 @@ async fn set_password_hash_replaces_the_hash(backend: Backend) {
     let alice = create_user(&*store, "alice@example.com", t0).await;
     let t1 = t0 + TimeDelta::minutes(1);
 
+    let old = store
+        .find_credentials(alice.id)
+        .await
+        .expect("find")
+        .expect("found")
+        .password_hash;
     assert!(
         store
-            .set_password_hash(alice.id, "$argon2id$new", t1)
+            .set_password_hash(alice.id, &old, "$argon2id$new", t1)
+            .await
+            .expect("set")
+    );
+    // A re-hash of the old password after the hash changed (a reset meanwhile) is dropped.
+    assert!(
+        !store
+            .set_password_hash(
+                alice.id,
+                &old,
+                "$argon2id$stale",
+                t1 + TimeDelta::minutes(1)
+            )
             .await
             .expect("set")
     );
@@ -648,10 +669,45 @@ async fn set_password_hash_replaces_the_hash(backend: Backend) {
 
     assert!(
         !store
-            .set_password_hash(Uuid::now_v7(), "$argon2id$x", t1)
+            .set_password_hash(Uuid::now_v7(), &old, "$argon2id$x", t1)
             .await
             .expect("set")
     );
+    finish(db, store).await;
+}
+
+async fn a_password_session_needs_the_hash_it_was_checked_against(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let checked = store
+        .find_credentials(alice.id)
+        .await
+        .expect("find")
+        .expect("found")
+        .password_hash;
+    let with_hash = |refresh: &[u8], hash: &str| NewSession {
+        password_hash: Some(hash.to_owned()),
+        ..new_session(alice.id, refresh, t0)
+    };
+    // Still the hash the password was checked against: the session opens.
+    let session = with_hash(&token(1), &checked);
+    let opened = create_session(&*store, &session).await;
+    assert_eq!(opened, expected_session(&session));
+    // Replaced meanwhile (a reset or a change): refused, and nothing is written.
+    let refused = store
+        .create_session(with_hash(&token(2), "$argon2id$not-the-current-one"))
+        .await
+        .expect("create session");
+    assert_eq!(refused, None);
+    assert_eq!(
+        store.find_refresh_token(&token(2)).await.expect("find"),
+        None
+    );
+    let sessions = store.list_live_sessions(alice.id, t0).await.expect("list");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
     finish(db, store).await;
 }
 

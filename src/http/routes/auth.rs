@@ -120,7 +120,7 @@ pub async fn create_account(
         username: body.username,
     };
     let user = services.accounts.register(registration).await?;
-    let issued = services.sessions.open(&user, kind, meta).await?;
+    let issued = services.sessions.open(&user, None, kind, meta).await?;
     let response = session_response(&services.config, kind, Some(user), issued);
     Ok((StatusCode::CREATED, response).into_response())
 }
@@ -147,9 +147,17 @@ pub async fn create_session(
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let kind = body.client.unwrap_or_default();
-    let user = services.accounts.login(body.email, body.password).await?;
-    let issued = services.sessions.open(&user, kind, meta).await?;
-    Ok(session_response(&services.config, kind, Some(user), issued))
+    let login = services.accounts.login(body.email, body.password).await?;
+    let issued = services
+        .sessions
+        .open(&login.user, Some(login.password_hash), kind, meta)
+        .await?;
+    Ok(session_response(
+        &services.config,
+        kind,
+        Some(login.user),
+        issued,
+    ))
 }
 
 /// Refresh the access token
