@@ -171,8 +171,13 @@ measure_limit() {
   wait_idle
   (cd "$ROOT" && cargo bench --locked --bench hashing -- --noplot argon2_raw) > "$dir/criterion.txt" 2>&1 || true
   python3 "$BENCH_DIR/report.py" criterion "$CARGO_TARGET_DIR/criterion" > "$dir/criterion.json"
-  python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["argon2_limit_hps"], 1))' "$dir/criterion.json"
+  criterion_field "$dir/criterion.json" argon2_limit_hps
   wait_idle
+}
+
+# One figure (hashes/s, one decimal) of a `report.py criterion` JSON file: $1 file, $2 key.
+criterion_field() {
+  python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))[sys.argv[2]], 1))' "$1" "$2"
 }
 
 # measure LABEL CMD... : runs one bounded load-generator command with the resource samplers
@@ -267,8 +272,8 @@ if [ "$ARGON2_BENCH" = 1 ]; then
   (cd "$ROOT" && cargo bench --locked --bench hashing -- --noplot) > "$OUT/criterion-hashing.txt" 2>&1 \
     || { cat "$OUT/criterion-hashing.txt" >&2; die "hashing bench failed"; }
   python3 "$BENCH_DIR/report.py" criterion "$CARGO_TARGET_DIR/criterion" > "$OUT/criterion.json"
-  ARGON2_LIMIT="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["argon2_limit_hps"], 1))' "$OUT/criterion.json")"
-  POOL_LIMIT="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["pool_limit_hps"], 1))' "$OUT/criterion.json")"
+  ARGON2_LIMIT="$(criterion_field "$OUT/criterion.json" argon2_limit_hps)"
+  POOL_LIMIT="$(criterion_field "$OUT/criterion.json" pool_limit_hps)"
   echo "pool_limit_hps: $POOL_LIMIT" >> "$OUT/env.txt"
 fi
 [ -n "$ARGON2_LIMIT" ] || die "no Argon2 limit: set ARGON2_BENCH=1 or ARGON2_LIMIT=<hashes/s>"

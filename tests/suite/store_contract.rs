@@ -629,12 +629,7 @@ async fn set_password_hash_replaces_the_hash(backend: Backend) {
     let alice = create_user(&*store, "alice@example.com", t0).await;
     let t1 = t0 + TimeDelta::minutes(1);
 
-    let old = store
-        .find_credentials(alice.id)
-        .await
-        .expect("find")
-        .expect("found")
-        .password_hash;
+    let old = password_hash_of(&*store, alice.id).await;
     assert!(
         store
             .set_password_hash(alice.id, &old, "$argon2id$new", t1)
@@ -682,12 +677,7 @@ async fn a_password_session_needs_the_hash_it_was_checked_against(backend: Backe
     };
     let t0 = now();
     let alice = create_user(&*store, "alice@example.com", t0).await;
-    let checked = store
-        .find_credentials(alice.id)
-        .await
-        .expect("find")
-        .expect("found")
-        .password_hash;
+    let checked = password_hash_of(&*store, alice.id).await;
     let with_hash = |refresh: &[u8], hash: &str| NewSession {
         password_hash: Some(hash.to_owned()),
         ..new_session(alice.id, refresh, t0)
