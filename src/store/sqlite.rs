@@ -41,6 +41,13 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a reader connection may sit unused before the pool closes it. Each open SQLite
+/// connection keeps a thread and a page cache of up to 2 MiB; opening one again costs well
+/// under a millisecond (a file open and a few pragmas), so an idle server closes its readers
+/// while steady traffic keeps them. The writer connection stays open: it keeps the database
+/// file (and its WAL) open between bursts.
+const READER_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The columns of [`UserRecord`], in `users`.
 macro_rules! user_columns {
     () => {
@@ -108,10 +115,14 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             // A pool of zero connections could never serve a query.
             .max_connections(max_connections.max(1))
+            .idle_timeout(READER_IDLE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_lazy_with(options);
         Ok(Self { pool, writer })
     }
