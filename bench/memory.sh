@@ -11,11 +11,11 @@
 #   VARIANTS="builtin:narenas:1" bench/memory.sh     # the built-in jemalloc, more options
 #   VARIANTS="jemalloc:narenas:2,dirty_decay_ms:1000" bench/memory.sh   # any MALLOC_CONF
 #
-# `builtin` is the binary as built (jemalloc as `#[global_allocator]`, src/main.rs). The
-# others preload Debian's libjemalloc2 / libmimalloc2.0 or tune glibc (apt-get install
-# libjemalloc2 libmimalloc2.0); since the server's own allocations go to the built-in
-# jemalloc, they now change only what C code (SQLite) allocates. To compare allocators for
-# the Rust side, build without the `#[global_allocator]` and run them on that binary.
+# `builtin` is the binary as built: jemalloc is the process's malloc (src/memory.rs), for
+# SQLite's C allocations too, and `builtin:<options>` passes MALLOC_CONF to it. The other
+# variants (Debian's libjemalloc2 / libmimalloc2.0 preloaded, glibc tunables) only take
+# effect on a build without the `#[global_allocator]` and the unprefixed-malloc feature:
+# the executable's own malloc wins over a preloaded one.
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT="$(cd .. && pwd)"
@@ -38,7 +38,7 @@ rps() { grep -o 'rps=[0-9.]*' | cut -d= -f2; }
 variant_env() {
   case "$1" in
     builtin) echo "X_BENCH_VARIANT=builtin" ;;
-    builtin:*) echo "_RJEM_MALLOC_CONF=${1#builtin:}" ;;
+    builtin:*) echo "MALLOC_CONF=${1#builtin:}" ;;
     glibc-mmap-threshold) echo "MALLOC_MMAP_THRESHOLD_=1048576" ;;
     glibc-arena-max-2) echo "MALLOC_ARENA_MAX=2" ;;
     jemalloc) echo "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2" ;;

@@ -5,6 +5,9 @@
 //! peak for the life of the process (its arenas shrink only from the top) and spreads it over
 //! up to 16 arenas; jemalloc, with the decay settings in `.cargo/config.toml`, gives freed
 //! pages back within about a second and peaks lower (bench/memory.sh; bench/RESULTS.md).
+//! It is also the process's `malloc` (tikv-jemallocator's unprefixed feature), so SQLite's
+//! page caches come from it too: with glibc they were spread over an arena per connection
+//! thread, and readers that close when idle left their freed pages in those arenas.
 //!
 //! Freed pages are not all of it. Each thread keeps a cache of recently freed blocks of
 //! every size class, and each cached block keeps the page it lies on resident; a thread
