@@ -154,7 +154,14 @@ impl App {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
         };
-        if http::server::serve(self.listener, router, shutdown, settings).await
+        let on_idle = {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                tokio::spawn(async move { store.release_memory().await });
+            }
+        };
+        if http::server::serve(self.listener, router, shutdown, settings, on_idle).await
             == http::server::Stopped::GraceExpired
         {
             tracing::warn!("shutdown grace expired; dropping remaining requests");

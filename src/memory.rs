@@ -48,10 +48,12 @@ pub fn on_worker_park() {
 }
 
 /// Watches `requests` (a count of the requests received) and, once it has not moved for
-/// [`IDLE_AFTER`], asks every runtime worker to give back its cache: once per quiet spell.
-pub async fn release_when_idle(requests: Arc<AtomicU64>) {
+/// [`IDLE_AFTER`], asks every runtime worker to give back its cache and calls `also` (for
+/// what others keep, such as SQLite's page cache): once per quiet spell.
+pub async fn release_when_idle(requests: Arc<AtomicU64>, mut also: impl FnMut()) {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     on_each_quiet_spell(&requests, || {
+        also();
         RELEASE_EPOCH.fetch_add(1, Ordering::Relaxed);
         // Parked workers see the new epoch only when they next park: a few empty tasks
         // wake them (each woken worker steals one, finds nothing more, parks again).

@@ -67,12 +67,14 @@ pub struct Settings {
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets open
 /// connections finish their requests (idle ones close at once) and returns when all have
-/// closed or the grace has passed.
+/// closed or the grace has passed. `on_idle` is called once each time no request has come
+/// for a while, beside the allocator's own release ([`crate::memory::release_when_idle`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()>,
     settings: Settings,
+    on_idle: impl FnMut() + Send + 'static,
 ) -> Stopped {
     let mut builder = http1::Builder::new();
     builder
@@ -83,7 +85,7 @@ pub async fn serve(
         settings.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
     ));
     let requests = Arc::new(AtomicU64::new(0));
-    let idle_release = tokio::spawn(crate::memory::release_when_idle(requests.clone()));
+    let idle_release = tokio::spawn(crate::memory::release_when_idle(requests.clone(), on_idle));
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

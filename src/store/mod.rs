@@ -309,6 +309,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// How the connection pool is used right now (for metrics).
     fn pool_status(&self) -> PoolStatus;
 
+    /// Gives back memory the database driver keeps in this process only to go faster,
+    /// called when the server has been idle for a while (SQLite: the writer connection's
+    /// page cache; PostgreSQL keeps its caches in its own server, so nothing).
+    async fn release_memory(&self) {}
+
     // ---- users -------------------------------------------------------------------------
 
     /// Inserts a user. `EmailTaken` / `UsernameTaken` when a unique key is already used.

@@ -112,15 +112,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        // No ping before each use (sqlx's `test_before_acquire`): an SQLite connection is a
+        // file handle in this process, with nothing at the other end to hang up, and the ping
+        // is a round trip to the connection's thread, a quarter of those a login makes.
         let pool = SqlitePoolOptions::new()
             // A pool of zero connections could never serve a query.
             .max_connections(max_connections.max(1))
+            .test_before_acquire(false)
             .idle_timeout(READER_IDLE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_lazy_with(options);
@@ -348,6 +353,21 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+    }
+
+    /// The writer stays open for good (readers close when idle), and its page cache grows to
+    /// `cache_size` (2 MiB) with the database: `PRAGMA shrink_memory` frees the pages it
+    /// holds unused. Skipped when a write is under way: it will be idle again soon enough.
+    async fn release_memory(&self) {
+        let Some(mut writer) = self.writer.try_acquire() else {
+            return;
+        };
+        if let Err(error) = sqlx::query("PRAGMA shrink_memory")
+            .execute(&mut *writer)
+            .await
+        {
+            tracing::warn!(%error, "SQLite: could not release the writer's page cache");
+        }
     }
 
     // ---- users -------------------------------------------------------------------------
