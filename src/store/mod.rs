@@ -357,11 +357,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // ---- sessions ----------------------------------------------------------------------
 
-    /// Inserts a session and its first refresh token, in one transaction. With
-    /// `password_hash` set, only while the user's password hash is still that one (`None`
-    /// otherwise, nothing written); the check holds the user row against a concurrent
-    /// password reset or change, which therefore either comes first and refuses the session
-    /// or comes after and revokes it.
+    /// Inserts a session and its first refresh token, in one transaction, if the user exists
+    /// and, with `password_hash` set, while the user's password hash is still that one
+    /// (`None` otherwise, nothing written). The check holds the user row against a
+    /// concurrent password reset or change, which therefore either comes first and refuses
+    /// the session or comes after and revokes it.
     async fn create_session(&self, session: NewSession) -> StoreResult<Option<SessionRecord>>;
 
     /// The user behind an access token, if its session is live: the session exists, belongs

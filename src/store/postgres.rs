@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection as _, Row};
 use uuid::Uuid;
 
 use super::batch::Batcher;
@@ -51,6 +51,13 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// How long a query waits for a pooled connection (including connecting) before failing, so
 /// that a down database makes `/ready` and requests fail fast instead of hanging.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A pooled connection unused for this long is pinged before it is handed out; one in steady
+/// use is not. sqlx's default pings on every acquire: a round trip to the server before each
+/// query, a quarter of those a login made. A connection the server dropped while it sat
+/// idle (a restart, an idle timeout) is still caught and replaced before a query fails on
+/// it; one dropped within the last second fails its query, as any in-flight one does.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Key of the transaction-scoped advisory lock that serialises [`Store::ensure_signing_key`]
 /// across replicas: the ASCII bytes of `"servauth"` read as a big-endian `i64`. sqlx's
@@ -121,6 +128,15 @@ impl PostgresStore {
             // A pool of zero connections could never serve a query.
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         // Up to half the pool answers token checks, so logins and refreshes keep the rest.
         let lookup_workers = usize::try_from(max_connections / 2)
@@ -531,28 +547,27 @@ impl Store for PostgresStore {
 
     // ---- sessions ----------------------------------------------------------------------
 
+    /// One statement, so one round trip and no explicit transaction (a login used to make
+    /// five: BEGIN, the check, two INSERTs, COMMIT). The check's `FOR SHARE` waits for a reset
+    /// or change holding the user row, then re-checks the hash on the committed row; once
+    /// taken, it makes them wait for this statement's commit, after which their revocation
+    /// sees this session. With no user row (or another hash), both INSERTs see no rows.
     async fn create_session(&self, session: NewSession) -> StoreResult<Option<SessionRecord>> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(hash) = &session.password_hash {
-            // FOR SHARE waits for a reset or change holding the row, then re-checks the hash
-            // on the committed row; once taken, it makes them wait for this commit, after
-            // which their revocation sees this session.
-            let unchanged =
-                sqlx::query("SELECT 1 FROM users WHERE id = $1 AND password_hash = $2 FOR SHARE")
-                    .bind(session.user_id)
-                    .bind(hash)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if unchanged.is_none() {
-                tx.rollback().await?;
-                return Ok(None);
-            }
-        }
         let row = sqlx::query(concat!(
-            "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
-             expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $5, $6, NULL) RETURNING ",
-            session_columns!()
+            "WITH checked AS (\
+                 SELECT id FROM users \
+                 WHERE id = $2 AND ($7::text IS NULL OR password_hash = $7) FOR SHARE\
+             ), created AS (\
+                 INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
+                 expires_at, revoked_at) \
+                 SELECT $1, id, $3, $4, $5, $5, $6, NULL FROM checked RETURNING ",
+            session_columns!(),
+            "), token AS (\
+                 INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
+                 csrf_hash) SELECT $8, id, $5, $9, $10 FROM created\
+             ) SELECT ",
+            session_columns!(),
+            " FROM created"
         ))
         .bind(session.id)
         .bind(session.user_id)
@@ -560,22 +575,13 @@ impl Store for PostgresStore {
         .bind(&session.ip)
         .bind(session.now)
         .bind(session.expires_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let record = session_from_row(&row)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
-             csrf_hash) VALUES ($1, $2, $3, $4, $5)",
-        )
+        .bind(&session.password_hash)
         .bind(&session.refresh_hash)
-        .bind(session.id)
-        .bind(session.now)
         .bind(session.refresh_expires_at)
         .bind(&session.csrf_hash)
-        .execute(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(Some(record))
+        Ok(row.as_ref().map(session_from_row).transpose()?)
     }
 
     async fn find_live_session_user(

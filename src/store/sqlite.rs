@@ -503,23 +503,14 @@ impl Store for SqliteStore {
     async fn create_session(&self, session: NewSession) -> StoreResult<Option<SessionRecord>> {
         let now = micros(session.now);
         // The write lock from the start: a reset or change either committed before this
-        // check or waits for this commit, and then revokes this session.
+        // check or waits for this commit, and then revokes this session. The check is part
+        // of the INSERT (no row to insert without the user, or with another hash).
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(hash) = &session.password_hash {
-            let unchanged = sqlx::query("SELECT 1 FROM users WHERE id = ?1 AND password_hash = ?2")
-                .bind(session.user_id.hyphenated())
-                .bind(hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if unchanged.is_none() {
-                tx.rollback().await?;
-                return Ok(None);
-            }
-        }
         let row = sqlx::query(concat!(
             "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
              expires_at, revoked_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, NULL) RETURNING ",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, NULL WHERE EXISTS (SELECT 1 FROM users \
+             WHERE id = ?2 AND (?7 IS NULL OR password_hash = ?7)) RETURNING ",
             session_columns!()
         ))
         .bind(session.id.hyphenated())
@@ -528,8 +519,13 @@ impl Store for SqliteStore {
         .bind(&session.ip)
         .bind(now)
         .bind(micros(session.expires_at))
-        .fetch_one(&mut *tx)
+        .bind(&session.password_hash)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
         let record = session_from_row(&row)?;
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \

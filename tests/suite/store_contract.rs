@@ -29,6 +29,7 @@ both_backends! {
     update_profile_sets_and_removes_username,
     set_password_hash_replaces_the_hash,
     a_password_session_needs_the_hash_it_was_checked_against,
+    a_session_for_a_missing_user_is_refused,
     delete_user_cascades_to_sessions_and_tokens,
     find_live_session_user_ignores_revoked_and_expired_sessions,
     #[multi_thread] concurrent_session_lookups_each_get_their_own_answer,
@@ -358,6 +359,32 @@ async fn connect_rejects_a_malformed_url(backend: Backend) {
         .await
         .expect_err("rejected");
     assert!(matches!(error, StoreError::InvalidUrl(_)), "got {error:?}");
+}
+
+/// The pool pings a connection only after it sat unused for a second: one the server dropped
+/// meanwhile (a restart, an idle timeout) is replaced before a query can fail on it.
+#[tokio::test]
+async fn postgres_replaces_connections_the_server_dropped_while_idle() {
+    let Some((db, store)) = open(Backend::Postgres).await else {
+        return;
+    };
+    warm_up(&*store, 4).await;
+    let dropped = db
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await;
+    assert!(dropped >= 4, "only {dropped} connections were dropped");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for _ in 0..8 {
+        let found = store.find_user(Uuid::now_v7()).await;
+        assert!(
+            matches!(found, Ok(None)),
+            "a query after the drop: {found:?}"
+        );
+    }
+    finish(db, store).await;
 }
 
 #[tokio::test]
@@ -698,6 +725,29 @@ async fn a_password_session_needs_the_hash_it_was_checked_against(backend: Backe
     );
     let sessions = store.list_live_sessions(alice.id, t0).await.expect("list");
     assert_eq!(sessions.len(), 1, "{sessions:?}");
+    finish(db, store).await;
+}
+
+async fn a_session_for_a_missing_user_is_refused(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let her_hash = password_hash_of(&*store, alice.id).await;
+    assert!(store.delete_user(alice.id).await.expect("delete"));
+    for password_hash in [None, Some(her_hash)] {
+        let session = NewSession {
+            password_hash,
+            ..new_session(alice.id, &token(1), t0)
+        };
+        let refused = store.create_session(session).await.expect("create session");
+        assert_eq!(refused, None);
+        assert_eq!(
+            store.find_refresh_token(&token(1)).await.expect("find"),
+            None
+        );
+    }
     finish(db, store).await;
 }
 
