@@ -30,6 +30,7 @@ both_backends! {
     set_password_hash_replaces_the_hash,
     a_password_session_needs_the_hash_it_was_checked_against,
     a_session_for_a_missing_user_is_refused,
+    #[multi_thread] a_session_waits_for_a_password_change_in_progress_and_is_refused,
     delete_user_cascades_to_sessions_and_tokens,
     find_live_session_user_ignores_revoked_and_expired_sessions,
     #[multi_thread] concurrent_session_lookups_each_get_their_own_answer,
@@ -725,6 +726,78 @@ async fn a_password_session_needs_the_hash_it_was_checked_against(backend: Backe
     );
     let sessions = store.list_live_sessions(alice.id, t0).await.expect("list");
     assert_eq!(sessions.len(), 1, "{sessions:?}");
+    finish(db, store).await;
+}
+
+/// A login checked against the old hash, racing a reset or change that holds the user row:
+/// the session waits for that transaction and, once it commits, is refused.
+async fn a_session_waits_for_a_password_change_in_progress_and_is_refused(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let checked = password_hash_of(&*store, alice.id).await;
+    let session = NewSession {
+        password_hash: Some(checked),
+        ..new_session(alice.id, &token(1), t0)
+    };
+    // A password change in progress on a connection of its own, holding the row.
+    let change = "UPDATE users SET password_hash = 'replaced' WHERE id = ";
+    let id = alice.id.hyphenated().to_string();
+    let login =
+        |store: Arc<dyn Store>| tokio::spawn(async move { store.create_session(session).await });
+    let opened = match backend {
+        Backend::Sqlite => {
+            let mut conn = SqliteConnection::connect(&db.url).await.expect("connect");
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .expect("begin");
+            sqlx::query(sqlx::AssertSqlSafe(format!("{change}'{id}'")))
+                .execute(&mut conn)
+                .await
+                .expect("update");
+            let pending = login(store.clone());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !pending.is_finished(),
+                "the session did not wait for the change"
+            );
+            sqlx::query("COMMIT")
+                .execute(&mut conn)
+                .await
+                .expect("commit");
+            pending.await.expect("join")
+        }
+        Backend::Postgres => {
+            let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+            sqlx::query("BEGIN")
+                .execute(&mut conn)
+                .await
+                .expect("begin");
+            sqlx::query(sqlx::AssertSqlSafe(format!("{change}'{id}'")))
+                .execute(&mut conn)
+                .await
+                .expect("update");
+            let pending = login(store.clone());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !pending.is_finished(),
+                "the session did not wait for the change"
+            );
+            sqlx::query("COMMIT")
+                .execute(&mut conn)
+                .await
+                .expect("commit");
+            pending.await.expect("join")
+        }
+    };
+    assert_eq!(opened.expect("create session"), None);
+    assert_eq!(
+        store.find_refresh_token(&token(1)).await.expect("find"),
+        None
+    );
     finish(db, store).await;
 }
 
