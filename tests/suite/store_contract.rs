@@ -743,54 +743,22 @@ async fn a_session_waits_for_a_password_change_in_progress_and_is_refused(backen
         ..new_session(alice.id, &token(1), t0)
     };
     // A password change in progress on a connection of its own, holding the row.
-    let change = "UPDATE users SET password_hash = 'replaced' WHERE id = ";
-    let id = alice.id.hyphenated().to_string();
-    let login =
-        |store: Arc<dyn Store>| tokio::spawn(async move { store.create_session(session).await });
+    let change = format!(
+        "UPDATE users SET password_hash = 'replaced' WHERE id = '{}'",
+        alice.id.hyphenated()
+    );
+    let login = {
+        let store = store.clone();
+        move || tokio::spawn(async move { store.create_session(session).await })
+    };
     let opened = match backend {
         Backend::Sqlite => {
-            let mut conn = SqliteConnection::connect(&db.url).await.expect("connect");
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut conn)
-                .await
-                .expect("begin");
-            sqlx::query(sqlx::AssertSqlSafe(format!("{change}'{id}'")))
-                .execute(&mut conn)
-                .await
-                .expect("update");
-            let pending = login(store.clone());
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            assert!(
-                !pending.is_finished(),
-                "the session did not wait for the change"
-            );
-            sqlx::query("COMMIT")
-                .execute(&mut conn)
-                .await
-                .expect("commit");
-            pending.await.expect("join")
+            let conn = SqliteConnection::connect(&db.url).await.expect("connect");
+            while_holding(conn, "BEGIN IMMEDIATE", change, login).await
         }
         Backend::Postgres => {
-            let mut conn = PgConnection::connect(&db.url).await.expect("connect");
-            sqlx::query("BEGIN")
-                .execute(&mut conn)
-                .await
-                .expect("begin");
-            sqlx::query(sqlx::AssertSqlSafe(format!("{change}'{id}'")))
-                .execute(&mut conn)
-                .await
-                .expect("update");
-            let pending = login(store.clone());
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            assert!(
-                !pending.is_finished(),
-                "the session did not wait for the change"
-            );
-            sqlx::query("COMMIT")
-                .execute(&mut conn)
-                .await
-                .expect("commit");
-            pending.await.expect("join")
+            let conn = PgConnection::connect(&db.url).await.expect("connect");
+            while_holding(conn, "BEGIN", change, login).await
         }
     };
     assert_eq!(opened.expect("create session"), None);
@@ -799,6 +767,40 @@ async fn a_session_waits_for_a_password_change_in_progress_and_is_refused(backen
         None
     );
     finish(db, store).await;
+}
+
+/// Runs `change` in a transaction opened with `begin` on `conn`, calls `login` while that
+/// transaction holds the rows it changed, checks that the login is still waiting 300 ms later,
+/// then commits and returns what the login returned.
+async fn while_holding<C, T>(
+    mut conn: C,
+    begin: &'static str,
+    change: String,
+    login: impl FnOnce() -> tokio::task::JoinHandle<T>,
+) -> T
+where
+    C: Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    sqlx::raw_sql(begin)
+        .execute(&mut conn)
+        .await
+        .expect("begin");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(change))
+        .execute(&mut conn)
+        .await
+        .expect("update");
+    let pending = login();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pending.is_finished(),
+        "the session did not wait for the change"
+    );
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut conn)
+        .await
+        .expect("commit");
+    pending.await.expect("join")
 }
 
 async fn a_session_for_a_missing_user_is_refused(backend: Backend) {
