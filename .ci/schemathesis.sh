@@ -54,6 +54,7 @@ secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
 env -i PATH="$PATH" \
   SERVAUTH_RATE_LIMIT=1000000/1m \
   SERVAUTH_LOGIN_FAILURE_LIMIT=1000000/1m \
+  SERVAUTH_REFRESH_RATE_LIMIT=1000000/1m \
   DATABASE_URL="sqlite://$work/servauth.db" \
   SERVAUTH_LISTEN="127.0.0.1:$port" \
   SERVAUTH_PUBLIC_URL="$base" \

@@ -303,6 +303,7 @@ run_backend() {  # postgres | sqlite
     SERVAUTH_LOG=warn \
     SERVAUTH_ACCESS_TTL=1h \
     SERVAUTH_RATE_LIMIT=1000000/1s \
+    SERVAUTH_REFRESH_RATE_LIMIT=1000000/1s \
     SERVAUTH_LOGIN_FAILURE_LIMIT=1000000/1s \
     $SERVER_ENV \
     "$BIN" serve > "$OUT/$backend/server.log" 2>&1 &

@@ -15,13 +15,13 @@ use tokio::net::TcpListener;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, MigrateMode, SigningConfig};
 use crate::domain::{
-    AccountMail, Accounts, KeySource, Lifetimes, PasswordHashing, PasswordPolicy, RELOAD_EVERY,
-    ServiceSecret, Sessions, SigningKeys,
+    AccountMail, Accounts, InstallationKeys, KeySource, Lifetimes, PasswordHashing, PasswordPolicy,
+    RELOAD_EVERY, ServiceSecret, Sessions, SigningKeys,
 };
 use crate::http::{self, ApiError};
 use crate::limits::RateLimits;
 use crate::mail::{Mailer, Templates};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Pruning, Store, StoreError};
 
 /// The services a request needs once start-up is done. Cheap to clone (all `Arc`s).
 #[derive(Debug, Clone)]
@@ -46,6 +46,11 @@ pub struct AppState {
 impl AppState {
     pub fn is_initialized(&self) -> bool {
         self.services.get().is_some()
+    }
+
+    /// The services, once start-up is done.
+    pub fn services(&self) -> Option<&Services> {
+        self.services.get()
     }
 }
 
@@ -91,6 +96,14 @@ impl App {
         match initialize(&config, &store, &clock, &limits).await {
             Ok(services) => {
                 let _ = state.services.set(services);
+            }
+            // A setting that cannot work (a sealed key without its key) will not work on a
+            // retry either: stop the start, naming it.
+            Err(error) if error.downcast_ref::<ConfigError>().is_some() => {
+                return Err(match error.downcast_ref::<ConfigError>() {
+                    Some(cause) => ConfigError::new(cause.setting, cause.message.clone()).into(),
+                    None => error,
+                });
             }
             Err(error) => {
                 tracing::warn!(
@@ -141,6 +154,7 @@ impl App {
             grace: self.state.config.shutdown_grace,
             header_timeout: self.state.config.header_timeout,
             max_in_flight: self.state.config.max_in_flight,
+            body_timeout: self.state.config.body_timeout,
         };
         let store = self.state.store.clone();
         tracing::info!(
@@ -205,6 +219,7 @@ async fn initialize(
             SigningConfig::Hs256(secret) => Some(secret.clone()),
             SigningConfig::EdDsa => None,
         },
+        key_encryption_key: config.key_encryption_key.clone(),
     };
     let keys = Arc::new(
         SigningKeys::load(source, clock.now())
@@ -220,7 +235,17 @@ async fn initialize(
         session: config.session_ttl,
         reuse_grace: config.refresh_reuse_grace,
     };
-    let sessions = Sessions::new(store.clone(), keys, clock.clone(), lifetimes);
+    let sessions = Sessions::new(
+        store.clone(),
+        keys,
+        clock.clone(),
+        lifetimes,
+        config.require_verified_email,
+    );
+    let installation = InstallationKeys::load(store, clock.now())
+        .await
+        .context("loading the installation secret")?;
+    spawn_pruning(Arc::downgrade(store), clock.clone(), lifetimes);
     let mail = AccountMail {
         mailer: Mailer::start(config)?,
         templates: Templates::new(config.app_url.clone()),
@@ -235,6 +260,7 @@ async fn initialize(
         mail,
         config.require_verified_email,
         limits.clone(),
+        installation,
     );
     let service_secret = config.internal_secret.as_ref().map(ServiceSecret::new);
     Ok(Services {
@@ -260,4 +286,45 @@ fn spawn_key_reloads(keys: std::sync::Weak<SigningKeys>, clock: Arc<dyn Clock>) 
             }
         }
     });
+}
+
+/// How often each server deletes what nothing needs any more, and how long after start the
+/// first run comes (after start-up's own work, but soon: a server that runs only briefly
+/// still prunes).
+const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
+const FIRST_PRUNE_AFTER: Duration = Duration::from_secs(30);
+/// Ended sessions and used or expired one-time tokens are kept this long before they go.
+const PRUNE_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// Prunes the store every [`PRUNE_EVERY`] (see [`Store::prune`]); stops when the server is
+/// gone. Replicas may prune at the same time: each statement deletes what is still there.
+fn spawn_pruning(store: std::sync::Weak<dyn Store>, clock: Arc<dyn Clock>, lifetimes: Lifetimes) {
+    tokio::spawn(async move {
+        tokio::time::sleep(FIRST_PRUNE_AFTER).await;
+        loop {
+            let Some(store) = store.upgrade() else { return };
+            prune(store.as_ref(), clock.now(), lifetimes).await;
+            drop(store);
+            tokio::time::sleep(PRUNE_EVERY).await;
+        }
+    });
+}
+
+/// One pruning run at `now`, logged; a failure is logged and left to the next run.
+pub async fn prune(store: &dyn Store, now: chrono::DateTime<chrono::Utc>, lifetimes: Lifetimes) {
+    let pruning = Pruning {
+        ended_before: now - PRUNE_RETENTION,
+        now,
+        rotated_before: now - lifetimes.reuse_grace,
+    };
+    match store.prune(pruning).await {
+        Ok(pruned) => tracing::info!(
+            sessions = pruned.sessions,
+            refresh_tokens = pruned.refresh_tokens,
+            successors = pruned.successors,
+            one_time_tokens = pruned.one_time_tokens,
+            "pruned ended sessions and spent tokens"
+        ),
+        Err(error) => tracing::warn!(error = %error, "pruning failed; retrying at the next run"),
+    }
 }

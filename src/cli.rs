@@ -31,7 +31,7 @@ pub enum Command {
     /// Configuration: `servauth config check`.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Signing keys: `servauth keys rotate`.
+    /// Signing keys: `servauth keys rotate`, `servauth keys encrypt`.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Accounts: `servauth users create`.
@@ -53,6 +53,10 @@ pub enum KeysCommand {
     /// Make a new signing key current. Previous public keys stay in the JWKS until every
     /// token they signed has expired; every server picks the new key up within a minute.
     Rotate(Settings),
+    /// Seal every stored private signing key under `SERVAUTH_KEY_ENCRYPTION_KEY`: plain ones,
+    /// and ones sealed under `SERVAUTH_PREVIOUS_KEY_ENCRYPTION_KEY` (re-encryption after a
+    /// change of key). Keys already sealed under the current key are left alone.
+    Encrypt(Settings),
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,8 +8,13 @@ use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::domain::KeyEncryptionKey;
+
 /// Every setting of `servauth serve` (and of the other commands, which read the same).
 /// Each flag has an environment variable of the same meaning; the flag wins.
+///
+/// Its `Debug` output redacts every field that may hold a secret: those are
+/// [`SecretString`]s (the database URL included, which may carry a password).
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Database: `sqlite://servauth.db` (file created if missing) or `postgres://user@host/db`.
@@ -19,7 +24,7 @@ pub struct Settings {
         default_value = "sqlite://servauth.db",
         hide_env_values = true
     )]
-    pub database_url: String,
+    pub database_url: SecretString,
 
     /// Maximum connections in the database pool.
     #[arg(long, env = "SERVAUTH_DATABASE_MAX_CONNECTIONS", default_value_t = 10,
@@ -75,6 +80,28 @@ pub struct Settings {
     #[arg(long, env = "SERVAUTH_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
 
+    /// Serve the Better Auth-compatible face under `/api/auth` (it also needs a secret:
+    /// `SERVAUTH_BETTER_AUTH_SECRET` or `BETTER_AUTH_SECRET`).
+    #[arg(long, env = "SERVAUTH_BETTER_AUTH", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub better_auth: bool,
+
+    /// The secret that signs the Better Auth face's cookies (HMAC-SHA256 keyed with its
+    /// UTF-8 bytes, as Better Auth's `secret`): the same value keeps a Better Auth app's
+    /// cookies valid. Unset: `BETTER_AUTH_SECRET`; neither: the face answers 404.
+    #[arg(long, env = "SERVAUTH_BETTER_AUTH_SECRET", hide_env_values = true)]
+    pub better_auth_secret: Option<SecretString>,
+
+    /// Better Auth's own variable for that secret, read when `SERVAUTH_BETTER_AUTH_SECRET`
+    /// is unset.
+    #[arg(
+        long = "better-auth-secret-fallback",
+        env = "BETTER_AUTH_SECRET",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub better_auth_secret_fallback: Option<SecretString>,
+
     /// Shared secret (≥ 32 bytes) other services send as `X-Service-Auth` to use
     /// `/api/internal/*`. Unset: those routes do not exist (404).
     #[arg(long, env = "SERVAUTH_INTERNAL_SECRET", hide_env_values = true)]
@@ -82,9 +109,15 @@ pub struct Settings {
 
     /// SMTP server for outgoing mail: `smtp://host:port` (add `?tls=required` for
     /// STARTTLS), `smtps://host:465` for TLS, with `user:password@` when it needs a login.
-    /// Unset: messages, links included, are written to the log (for development).
+    /// Unset: mail is not sent (see `SERVAUTH_DEV_LOG_MAIL`).
     #[arg(long, env = "SERVAUTH_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<SecretString>,
+
+    /// Development only: without an SMTP server, write each message, links included, to the
+    /// log. Off, such mail is dropped with a log line that holds no link.
+    #[arg(long, env = "SERVAUTH_DEV_LOG_MAIL", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub dev_log_mail: bool,
 
     /// Sender of outgoing mail.
     #[arg(
@@ -121,6 +154,12 @@ pub struct Settings {
     /// `COUNT/WINDOW`, e.g. `30/1m`.
     #[arg(long, env = "SERVAUTH_RATE_LIMIT", default_value = "30/1m", value_parser = parse_quota)]
     pub rate_limit: Quota,
+
+    /// Refreshes per client IP (`/auth/refresh`): `COUNT/WINDOW`. Higher than the other
+    /// endpoints' limit: every signed-in client behind one address refreshes.
+    #[arg(long, env = "SERVAUTH_REFRESH_RATE_LIMIT", default_value = "120/1m",
+          value_parser = parse_quota)]
+    pub refresh_rate_limit: Quota,
 
     /// Failed logins per account before further logins to it wait: `COUNT/WINDOW`.
     #[arg(long, env = "SERVAUTH_LOGIN_FAILURE_LIMIT", default_value = "5/15m",
@@ -186,6 +225,32 @@ pub struct Settings {
     /// connection before its next request included; then the connection is closed.
     #[arg(long, env = "SERVAUTH_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: Duration,
+
+    /// The whole body of a request must arrive within this long, else `408 request_timeout`
+    /// and the connection is closed. The body is read before the request takes its place
+    /// among those in flight, so slow senders hold none.
+    #[arg(long, env = "SERVAUTH_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// A request not answered within this long (counted once its body has arrived) gets
+    /// `503 timeout` with `Retry-After`; the work it started still runs to its end.
+    #[arg(long, env = "SERVAUTH_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Key sealing the private signing keys in the database (ChaCha20-Poly1305): 32 bytes as
+    /// base64 or as 64 hex digits (e.g. `openssl rand -base64 32`). Unset: keys are stored
+    /// in plain.
+    #[arg(long, env = "SERVAUTH_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub key_encryption_key: Option<SecretString>,
+
+    /// The key encryption key before the current one: `servauth keys encrypt` opens keys
+    /// sealed under it and seals them again under `SERVAUTH_KEY_ENCRYPTION_KEY`.
+    #[arg(
+        long,
+        env = "SERVAUTH_PREVIOUS_KEY_ENCRYPTION_KEY",
+        hide_env_values = true
+    )]
+    pub previous_key_encryption_key: Option<SecretString>,
 
     /// Requests handled at once; more wait, in arrival order, holding only their parsed
     /// head (`/live`, `/ready`, `/health` and `/metrics` never wait). Default: 512 per core.
@@ -253,8 +318,15 @@ pub struct Config {
     /// The public URL's own origin, always allowed by the CSRF origin check.
     pub public_origin: String,
     pub internal_secret: Option<SecretString>,
+    /// `SERVAUTH_BETTER_AUTH`: whether the Better Auth face is mounted at all.
+    pub better_auth: bool,
+    /// The Better Auth cookie secret (`SERVAUTH_BETTER_AUTH_SECRET`, else
+    /// `BETTER_AUTH_SECRET`); without one the face answers 404.
+    pub better_auth_secret: Option<SecretString>,
     /// May hold SMTP credentials: never logged.
     pub smtp_url: Option<SecretString>,
+    /// Without SMTP, write messages (links included) to the log.
+    pub dev_log_mail: bool,
     pub mail_from: lettre::message::Mailbox,
     /// Base of the links in emails, without a trailing slash.
     pub app_url: String,
@@ -264,6 +336,7 @@ pub struct Config {
     /// May hold a password: never logged.
     pub redis_url: Option<SecretString>,
     pub rate_limit: Quota,
+    pub refresh_rate_limit: Quota,
     pub login_failure_limit: Quota,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub password_min_length: usize,
@@ -276,6 +349,14 @@ pub struct Config {
     pub log: String,
     pub shutdown_grace: Duration,
     pub header_timeout: Duration,
+    /// How long a request's whole body may take to arrive.
+    pub body_timeout: Duration,
+    /// How long a request may take to be answered once its body has arrived.
+    pub request_timeout: Duration,
+    /// Seals private signing keys at rest; `None`: they are stored in plain.
+    pub key_encryption_key: Option<KeyEncryptionKey>,
+    /// Opens keys sealed under the key before (for `servauth keys encrypt`).
+    pub previous_key_encryption_key: Option<KeyEncryptionKey>,
     pub max_in_flight: usize,
 }
 
@@ -302,7 +383,11 @@ const MIN_JWT_SECRET_BYTES: usize = 32;
 impl Settings {
     /// Checks the settings together and turns them into a [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let scheme = self.database_url.split_once(':').map(|(scheme, _)| scheme);
+        let scheme = self
+            .database_url
+            .expose_secret()
+            .split_once(':')
+            .map(|(scheme, _)| scheme);
         if !matches!(scheme, Some("sqlite" | "postgres" | "postgresql")) {
             return Err(ConfigError::new(
                 "DATABASE_URL",
@@ -388,13 +473,30 @@ impl Settings {
                 "not a valid log filter (try `info`)",
             ));
         }
+        let key_encryption_key = self
+            .key_encryption_key
+            .as_ref()
+            .map(|key| KeyEncryptionKey::parse(key.expose_secret()))
+            .transpose()
+            .map_err(|message| ConfigError::new("SERVAUTH_KEY_ENCRYPTION_KEY", message))?;
+        let previous_key_encryption_key = self
+            .previous_key_encryption_key
+            .as_ref()
+            .map(|key| KeyEncryptionKey::parse(key.expose_secret()))
+            .transpose()
+            .map_err(|message| ConfigError::new("SERVAUTH_PREVIOUS_KEY_ENCRYPTION_KEY", message))?;
+        // An empty value counts as unset (a template's `BETTER_AUTH_SECRET=`).
+        let better_auth_secret = self
+            .better_auth_secret
+            .or(self.better_auth_secret_fallback)
+            .filter(|secret| !secret.expose_secret().is_empty());
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let hash_workers = self.hash_workers.map_or(cores, |workers| workers as usize);
         let max_in_flight = self
             .max_in_flight
             .map_or(cores.saturating_mul(512), |limit| limit as usize);
         Ok(Config {
-            database_url: SecretString::from(self.database_url),
+            database_url: self.database_url,
             database_max_connections: self.database_max_connections,
             listen,
             public_origin: self.public_url.origin().ascii_serialization(),
@@ -411,7 +513,10 @@ impl Settings {
             )?,
             cors_origins: self.cors_origins,
             internal_secret: self.internal_secret,
+            better_auth: self.better_auth,
+            better_auth_secret,
             smtp_url: self.smtp_url,
+            dev_log_mail: self.dev_log_mail,
             mail_from,
             app_url,
             reset_ttl: to_chrono(self.reset_ttl, "SERVAUTH_RESET_TTL")?,
@@ -419,6 +524,7 @@ impl Settings {
             require_verified_email: self.require_verified_email,
             redis_url: self.redis_url,
             rate_limit: self.rate_limit,
+            refresh_rate_limit: self.refresh_rate_limit,
             login_failure_limit: self.login_failure_limit,
             trusted_proxies: self.trusted_proxies,
             password_min_length: self.password_min_length as usize,
@@ -435,6 +541,10 @@ impl Settings {
             log: self.log,
             shutdown_grace: self.shutdown_grace,
             header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            request_timeout: self.request_timeout,
+            key_encryption_key,
+            previous_key_encryption_key,
             max_in_flight,
         })
     }
@@ -676,6 +786,82 @@ mod tests {
         assert_eq!(config.refresh_reuse_grace, chrono::Duration::zero());
         let default = settings(&[]).unwrap().validate().unwrap();
         assert_eq!(default.refresh_reuse_grace, chrono::Duration::seconds(10));
+    }
+
+    #[test]
+    fn settings_debug_output_hides_secrets() {
+        let parsed = settings(&[
+            "--database-url",
+            "postgres://u:hunter2@h/db",
+            "--redis-url",
+            "redis://:redispass@h:6379",
+            "--smtp-url",
+            "smtp://mailer:smtppass@h:587",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef-secret",
+            "--internal-secret",
+            "internal-0123456789abcdef0123456789",
+            "--key-encryption-key",
+            "kek0123456789abcdef0123456789abcdef0123456",
+        ])
+        .unwrap();
+        let printed = format!("{parsed:?}");
+        for secret in [
+            "hunter2",
+            "redispass",
+            "smtppass",
+            "abcdef-secret",
+            "internal-",
+            "kek0123",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("access_ttl"), "still a useful Debug");
+    }
+
+    #[test]
+    fn timeouts_default_and_parse() {
+        let config = settings(&[]).unwrap().validate().unwrap();
+        assert_eq!(config.body_timeout, Duration::from_secs(10));
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        let config = settings(&["--body-timeout", "2s", "--request-timeout", "1m"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            (config.body_timeout, config.request_timeout),
+            (Duration::from_secs(2), Duration::from_secs(60))
+        );
+        assert!(settings(&["--body-timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn key_encryption_keys_are_32_bytes_of_base64_or_hex() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let config = settings(&["--key-encryption-key", hex])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(config.key_encryption_key.is_some());
+        let base64 = "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8=";
+        let config = settings(&["--key-encryption-key", base64])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(config.key_encryption_key.is_some());
+        for bad in ["short", "ABEiM0RVZneImaq7zN3u", &hex[..62]] {
+            let error = settings(&["--key-encryption-key", bad])
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(error.setting, "SERVAUTH_KEY_ENCRYPTION_KEY", "{bad}");
+            assert!(!error.to_string().contains(bad), "the value is not echoed");
+        }
+        let error = settings(&["--previous-key-encryption-key", "short"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.setting, "SERVAUTH_PREVIOUS_KEY_ENCRYPTION_KEY");
     }
 
     #[test]

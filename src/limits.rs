@@ -32,11 +32,17 @@ pub struct Decision {
     pub reset: Duration,
 }
 
-/// Counts a hit in a fixed window and returns `{count, ms left in the window}`.
+/// Counts a hit in a fixed window and returns `{count, ms left in the window}`. `ARGV[2]` is
+/// the least the count may be after this hit (what this server counted itself, plus one): a
+/// Redis that restarted empty, or lost the key, gets the count back instead of starting over
+/// (the restored key then lives `ARGV[3]` ms, what is left of the window here).
 static HIT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         "local count = redis.call('INCR', KEYS[1]) \
-         if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end \
+         local floor = tonumber(ARGV[2]) \
+         if count < floor then \
+           redis.call('SET', KEYS[1], floor, 'PX', ARGV[3]) count = floor \
+         elseif count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end \
          return {count, redis.call('PTTL', KEYS[1])}",
     )
 });
@@ -54,16 +60,65 @@ const REDIS_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Every limit of the server, in process or shared.
 pub struct RateLimits {
     ip_quota: Quota,
+    refresh_quota: Quota,
     login_quota: Quota,
     local_ip: KeyedLimiter,
-    local_logins: std::sync::Mutex<HashMap<String, (u32, Instant)>>,
+    local_refresh: KeyedLimiter,
+    /// Fixed-window counts by key: the only counts without Redis, and with Redis a mirror of
+    /// what it last answered, so that an outage or a restart of Redis resets nothing.
+    local_windows: std::sync::Mutex<HashMap<String, Window>>,
     redis: Option<SharedCounters>,
 }
+
+/// One fixed-window count.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    count: u32,
+    ends: Instant,
+}
+
+/// Who failed logins are counted for (`SERVAUTH_LOGIN_FAILURE_LIMIT` each).
+#[derive(Debug, Clone, Copy)]
+pub enum FailureSubject<'a> {
+    /// An account, by its email comparison key (whether or not an account has it).
+    Account(&'a str),
+    /// A device that proved itself before (a device token), by the token's id: its own
+    /// failures only, so that other clients' failures never throttle it.
+    Device(&'a str),
+    /// A signed-in session re-checking its password, by session id: like a device, it proved
+    /// itself before, so it is throttled by its own failures.
+    Session(&'a str),
+}
+
+impl FailureSubject<'_> {
+    fn key(self) -> String {
+        match self {
+            // The same key as before device tokens, so counts survive an upgrade.
+            Self::Account(email_key) => format!("login:{}", hex_digest(email_key)),
+            Self::Device(id) => format!("login-device:{}", hex_digest(id)),
+            Self::Session(id) => format!("login-session:{}", hex_digest(id)),
+        }
+    }
+}
+
+/// What else is counted in fixed windows by key (per session, per address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Password re-checks of one session (`SERVAUTH_RATE_LIMIT`).
+    Reauthentication,
+    /// Emails with a link to one address: 3 per 15 minutes.
+    LinkMail,
+}
+
+/// At most this many link emails go to one address per [`LINK_MAIL_WINDOW`].
+pub const LINK_MAIL_COUNT: u32 = 3;
+pub const LINK_MAIL_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 impl std::fmt::Debug for RateLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimits")
             .field("ip_quota", &self.ip_quota)
+            .field("refresh_quota", &self.refresh_quota)
             .field("login_quota", &self.login_quota)
             .field("redis", &self.redis.is_some())
             .finish_non_exhaustive()
@@ -98,10 +153,13 @@ impl RateLimits {
         };
         let limits = Arc::new(Self {
             ip_quota,
+            refresh_quota: config.refresh_rate_limit,
             login_quota: config.login_failure_limit,
             local_ip: RateLimiter::keyed(governor_quota(ip_quota))
                 .with_middleware::<StateInformationMiddleware>(),
-            local_logins: std::sync::Mutex::new(HashMap::new()),
+            local_refresh: RateLimiter::keyed(governor_quota(config.refresh_rate_limit))
+                .with_middleware::<StateInformationMiddleware>(),
+            local_windows: std::sync::Mutex::new(HashMap::new()),
             redis,
         });
         if limits.redis.is_some() {
@@ -111,18 +169,37 @@ impl RateLimits {
     }
 
     /// Counts a request from `ip` to `route` (a route template, so that path variants share
-    /// one quota). IPv6 clients count by /64, the block one subscriber usually holds.
+    /// one quota) under `SERVAUTH_RATE_LIMIT`. IPv6 clients count by /64, the block one
+    /// subscriber usually holds.
     pub async fn hit_ip(&self, route: &str, ip: IpAddr) -> Decision {
+        self.hit_ip_in(route, ip, self.ip_quota, &self.local_ip)
+            .await
+    }
+
+    /// As [`Self::hit_ip`], under `SERVAUTH_REFRESH_RATE_LIMIT` (refreshes come far more often
+    /// than logins, and from every signed-in client behind one address).
+    pub async fn hit_ip_refresh(&self, route: &str, ip: IpAddr) -> Decision {
+        self.hit_ip_in(route, ip, self.refresh_quota, &self.local_refresh)
+            .await
+    }
+
+    async fn hit_ip_in(
+        &self,
+        route: &str,
+        ip: IpAddr,
+        quota: Quota,
+        local: &KeyedLimiter,
+    ) -> Decision {
         let key = format!("ip:{route}:{}", client_block(ip));
-        if let Some(decision) = self.shared_hit(&key, self.ip_quota).await {
+        if let Some(decision) = self.shared_hit(&key, quota, 1, quota.window).await {
             return decision;
         }
-        if self.local_ip.len() > MAX_LOCAL_KEYS {
-            self.local_ip.retain_recent();
+        if local.len() > MAX_LOCAL_KEYS {
+            local.retain_recent();
         }
-        let limit = self.ip_quota.count;
-        let per_cell = self.ip_quota.window / limit;
-        match self.local_ip.check_key(&key) {
+        let limit = quota.count;
+        let per_cell = quota.window / limit;
+        match local.check_key(&key) {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
                 Decision {
@@ -141,45 +218,17 @@ impl RateLimits {
         }
     }
 
-    /// Reserves one failed-login slot of an account before its password is checked, so that
-    /// a burst of parallel attempts cannot exceed the limit; [`Self::login_succeeded`] gives
-    /// the slots back. The key is the address whether or not an account has it, so a
-    /// refusal reveals nothing.
-    pub async fn reserve_login(&self, email_key: &str) -> Decision {
-        let key = format!("login:{}", hex_digest(email_key));
-        if let Some(decision) = self.shared_hit(&key, self.login_quota).await {
-            return decision;
-        }
-        let Ok(mut windows) = self.local_logins.lock() else {
-            return Decision {
-                allowed: true,
-                limit: self.login_quota.count,
-                remaining: 0,
-                reset: Duration::ZERO,
-            };
-        };
-        if windows.len() > MAX_LOCAL_KEYS {
-            let window = self.login_quota.window;
-            windows.retain(|_, (_, started)| started.elapsed() < window);
-        }
-        let now = Instant::now();
-        let entry = windows.entry(key).or_insert((0, now));
-        if now.duration_since(entry.1) >= self.login_quota.window {
-            *entry = (0, now);
-        }
-        entry.0 = entry.0.saturating_add(1);
-        window_decision(
-            entry.0,
-            self.login_quota,
-            self.login_quota
-                .window
-                .saturating_sub(now.duration_since(entry.1)),
-        )
+    /// Reserves one failed-login slot of `subject` before a password is checked, so that a
+    /// burst of parallel attempts cannot exceed the limit; [`Self::clear_failures`] gives
+    /// the slots back. An account is keyed by its address whether or not an account has it,
+    /// so a refusal reveals nothing.
+    pub async fn reserve_failure(&self, subject: FailureSubject<'_>) -> Decision {
+        self.count(subject.key(), self.login_quota).await
     }
 
-    /// A successful login clears the account's failure count.
-    pub async fn login_succeeded(&self, email_key: &str) {
-        let key = format!("login:{}", hex_digest(email_key));
+    /// A password that checked out clears the subject's failure count (in Redis and here).
+    pub async fn clear_failures(&self, subject: FailureSubject<'_>) {
+        let key = subject.key();
         if let Some(redis) = &self.redis
             && redis.up.load(Ordering::Relaxed)
         {
@@ -187,7 +236,9 @@ impl RateLimits {
             if let Some(connection) = connection.as_mut() {
                 let cleared = tokio::time::timeout(
                     REDIS_TIMEOUT,
-                    redis::cmd("DEL").arg(&key).query_async::<()>(connection),
+                    redis::cmd("DEL")
+                        .arg(format!("servauth:{key}"))
+                        .query_async::<()>(connection),
                 )
                 .await;
                 if !matches!(cleared, Ok(Ok(()))) {
@@ -195,9 +246,66 @@ impl RateLimits {
                 }
             }
         }
-        if let Ok(mut windows) = self.local_logins.lock() {
+        if let Ok(mut windows) = self.local_windows.lock() {
             windows.remove(&key);
         }
+    }
+
+    /// Counts one hit of `key` in `scope`: per session under `SERVAUTH_RATE_LIMIT`, per
+    /// address under the link-mail limit.
+    pub async fn hit(&self, scope: Scope, key: &str) -> Decision {
+        let (name, quota) = match scope {
+            Scope::Reauthentication => ("reauth", self.ip_quota),
+            Scope::LinkMail => (
+                "link-mail",
+                Quota {
+                    count: LINK_MAIL_COUNT,
+                    window: LINK_MAIL_WINDOW,
+                },
+            ),
+        };
+        self.count(format!("{name}:{}", hex_digest(key)), quota)
+            .await
+    }
+
+    /// One hit of a fixed-window count: in Redis when it answers (never below what this
+    /// server counted itself), mirrored here; here alone otherwise.
+    async fn count(&self, key: String, quota: Quota) -> Decision {
+        let now = Instant::now();
+        let (floor, left) = match self.local_windows.lock() {
+            Ok(mut windows) => {
+                if windows.len() > MAX_LOCAL_KEYS {
+                    windows.retain(|_, window| window.ends > now);
+                }
+                match windows.get(&key) {
+                    Some(window) if window.ends > now => {
+                        (window.count.saturating_add(1), window.ends - now)
+                    }
+                    _ => (1, quota.window),
+                }
+            }
+            Err(_) => (1, quota.window),
+        };
+        let decision = match self.shared_hit(&key, quota, floor, left).await {
+            Some(decision) => decision,
+            None => window_decision(floor, quota, left),
+        };
+        if let Ok(mut windows) = self.local_windows.lock() {
+            let count = quota.count.saturating_sub(decision.remaining);
+            let count = if decision.allowed {
+                count
+            } else {
+                floor.max(count)
+            };
+            windows.insert(
+                key,
+                Window {
+                    count,
+                    ends: now + decision.reset,
+                },
+            );
+        }
+        decision
     }
 
     /// Whether Redis is in use and answering.
@@ -210,16 +318,25 @@ impl RateLimits {
     }
 
     /// The decision from Redis, or `None` when Redis is not configured or not answering
-    /// (the caller then counts in process).
-    async fn shared_hit(&self, key: &str, quota: Quota) -> Option<Decision> {
+    /// (the caller then counts in process). `floor` and `left`: see [`HIT`].
+    async fn shared_hit(
+        &self,
+        key: &str,
+        quota: Quota,
+        floor: u32,
+        left: Duration,
+    ) -> Option<Decision> {
         let redis = self.redis.as_ref()?;
         if !redis.up.load(Ordering::Relaxed) {
             return None;
         }
         let mut connection = redis.connection.lock().await.clone()?;
-        let window_ms = u64::try_from(quota.window.as_millis()).unwrap_or(u64::MAX);
+        let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         let mut invocation = HIT.key(format!("servauth:{key}"));
-        invocation.arg(window_ms);
+        invocation
+            .arg(millis(quota.window))
+            .arg(floor)
+            .arg(millis(left).max(1));
         let call = invocation.invoke_async::<(u32, i64)>(&mut connection);
         match tokio::time::timeout(REDIS_TIMEOUT, call).await {
             Ok(Ok((count, left_ms))) => {

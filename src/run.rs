@@ -13,7 +13,8 @@ use crate::cli::{Command, ConfigCommand, CreateUser, KeysCommand, UsersCommand};
 use crate::clock::{Clock as _, SystemClock};
 use crate::config::{Config, ConfigError, MigrateMode, Settings, SigningConfig};
 use crate::domain::{
-    Email, PasswordHashing, PasswordPolicy, Username, generate_signing_key, new_account,
+    Email, OpenKeyError, PasswordHashing, PasswordPolicy, Username, is_sealed, new_account,
+    new_stored_signing_key, open_private_key,
 };
 use crate::store::{NewUser, Role, Store};
 use crate::telemetry;
@@ -25,6 +26,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Migrate(settings) => (settings, Action::Migrate),
         Command::Config(ConfigCommand::Check(settings)) => (settings, Action::CheckConfig),
         Command::Keys(KeysCommand::Rotate(settings)) => (settings, Action::RotateKeys),
+        Command::Keys(KeysCommand::Encrypt(settings)) => (settings, Action::EncryptKeys),
         Command::Users(UsersCommand::Create(create)) => {
             let settings = create.settings.clone();
             (settings, Action::CreateUser(Box::new(create)))
@@ -50,6 +52,7 @@ pub async fn run(command: Command) -> ExitCode {
         Action::Migrate => migrate(&config).await,
         Action::CheckConfig => check_config(&config).await,
         Action::RotateKeys => rotate_keys(&config).await,
+        Action::EncryptKeys => encrypt_keys(&config).await,
         Action::CreateUser(create) => create_user(&config, *create).await,
         Action::ImportUsers(file) => import_users(&config, &file).await,
         Action::Healthcheck => healthcheck(&config).await,
@@ -75,6 +78,7 @@ enum Action {
     Migrate,
     CheckConfig,
     RotateKeys,
+    EncryptKeys,
     CreateUser(Box<CreateUser>),
     ImportUsers(std::path::PathBuf),
     Healthcheck,
@@ -133,11 +137,70 @@ async fn rotate_keys(config: &Config) -> anyhow::Result<()> {
     }
     let store = ready_store(config).await?;
     let now = SystemClock.now();
-    let key = generate_signing_key(now)?;
+    let key = new_stored_signing_key(config.key_encryption_key.as_ref(), now)?;
     let kid = key.kid.clone();
     store.rotate_signing_key(key, now).await?;
     println!("new signing key {kid} is current; servers pick it up within a minute");
     store.close().await;
+    Ok(())
+}
+
+/// Seals every stored private key under the current key encryption key, opening sealed ones
+/// with the current or the previous key. Fails, naming the key, when one opens with neither;
+/// the others are still sealed.
+async fn encrypt_keys(config: &Config) -> anyhow::Result<()> {
+    let Some(key) = config.key_encryption_key.as_ref() else {
+        return Err(ConfigError::new(
+            "SERVAUTH_KEY_ENCRYPTION_KEY",
+            "must be set: it is the key the signing keys are sealed under",
+        )
+        .into());
+    };
+    let previous = config.previous_key_encryption_key.as_ref();
+    let store = ready_store(config).await?;
+    // Every key: none was retired before 1970.
+    let keys = store
+        .signing_keys(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH)
+        .await?;
+    let (mut sealed, mut unchanged, mut failed) = (0_usize, 0_usize, Vec::new());
+    for record in keys {
+        let plain = if !is_sealed(&record.private_key) {
+            record.private_key.clone()
+        } else if open_private_key(Some(key), &record.kid, &record.private_key).is_ok() {
+            unchanged += 1;
+            continue;
+        } else {
+            match open_private_key(previous, &record.kid, &record.private_key) {
+                Ok(plain) => plain,
+                Err(OpenKeyError::NoKey | OpenKeyError::WrongKey) => {
+                    failed.push(record.kid);
+                    continue;
+                }
+            }
+        };
+        let resealed = key.seal(&record.kid, &plain)?;
+        if store
+            .replace_signing_private_key(&record.kid, &record.private_key, &resealed)
+            .await?
+        {
+            sealed += 1;
+        } else {
+            failed.push(record.kid);
+        }
+    }
+    println!("sealed {sealed} signing keys; {unchanged} already sealed under this key");
+    store.close().await;
+    if !failed.is_empty() {
+        return Err(ConfigError::new(
+            "SERVAUTH_PREVIOUS_KEY_ENCRYPTION_KEY",
+            format!(
+                "signing keys {} open with neither SERVAUTH_KEY_ENCRYPTION_KEY nor this \
+                 setting (or changed meanwhile); they were left as they were",
+                failed.join(", ")
+            ),
+        )
+        .into());
+    }
     Ok(())
 }
 

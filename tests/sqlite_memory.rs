@@ -27,6 +27,8 @@ fn new_user(email: &str) -> NewUser {
         email_key: email.to_owned(),
         username: None,
         username_key: None,
+        name: None,
+        image: None,
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}", "h".repeat(64)),
         email_verified: false,
         role: Role::User,

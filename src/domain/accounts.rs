@@ -1,18 +1,18 @@
-use std::num::NonZeroU32;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::Duration;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
+use super::installation::InstallationKeys;
 use super::tokens::{opaque_token, token_hash};
 use super::{
     AuthError, Caller, Email, FieldError, HashError, Password, PasswordHashing, PasswordPolicy,
-    Username,
+    Username, parse_image, parse_name,
 };
 use crate::clock::Clock;
-use crate::limits::RateLimits;
+use crate::limits::{FailureSubject, RateLimits, Scope};
 use crate::mail::{Mailer, OutgoingEmail, Templates};
 use crate::store::{
     NewOneTimeToken, NewUser, ProfileChange, Role, Store, TokenPurpose, UserRecord,
@@ -25,6 +25,20 @@ pub struct Registration {
     pub email: Option<String>,
     pub password: Option<SecretString>,
     pub username: Option<String>,
+    /// The display name (Better Auth's sign-up requires one; servauth's register does not).
+    pub name: Option<String>,
+    /// The picture URL.
+    pub image: Option<String>,
+}
+
+/// A login as it arrives: the credentials, the device token the client kept from an earlier
+/// login (if any), and where it came from (for the logs).
+#[derive(Debug, Clone, Default)]
+pub struct LoginAttempt {
+    pub email: Option<String>,
+    pub password: Option<SecretString>,
+    pub device_token: Option<String>,
+    pub ip: Option<IpAddr>,
 }
 
 /// A password that checked out: the user, and the stored hash it was checked against (or
@@ -50,6 +64,12 @@ pub struct ProfileUpdate {
     pub username: Option<Option<String>>,
     pub email: Option<String>,
     pub current_password: Option<SecretString>,
+    /// `Some(None)` removes the display name; `Some(Some(name))` sets it (see
+    /// [`parse_name`](super::parse_name)).
+    pub name: Option<Option<String>>,
+    /// `Some(None)` removes the picture URL; `Some(Some(url))` sets it (see
+    /// [`parse_image`](super::parse_image)).
+    pub image: Option<Option<String>>,
 }
 
 /// The row of a new account: unverified, with the `user` role, created `now`; callers with
@@ -67,6 +87,8 @@ pub fn new_account(
         email_key: email.key().to_owned(),
         username,
         username_key,
+        name: None,
+        image: None,
         password_hash,
         email_verified: false,
         role: Role::User,
@@ -93,16 +115,9 @@ pub struct Accounts {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) mail: AccountMail,
     require_verified_email: bool,
-    limits: Arc<RateLimits>,
-    /// Emails with a link, per address: so that nobody can flood an inbox through us.
-    mail_limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    pub(super) limits: Arc<RateLimits>,
+    pub(super) installation: InstallationKeys,
 }
-
-/// At most 3 link emails per address in a burst, then one more every 5 minutes.
-const MAIL_BURST: u32 = 3;
-const MAIL_REFILL: std::time::Duration = std::time::Duration::from_secs(300);
-/// Forget idle per-address counters once this many are kept.
-const MAIL_LIMITER_KEYS: usize = 10_000;
 
 impl From<HashError> for AuthError {
     fn from(error: HashError) -> Self {
@@ -114,6 +129,10 @@ impl From<HashError> for AuthError {
 }
 
 impl Accounts {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "called once, from start-up, with each part built there"
+    )]
     pub fn new(
         store: Arc<dyn Store>,
         hashing: PasswordHashing,
@@ -122,10 +141,8 @@ impl Accounts {
         mail: AccountMail,
         require_verified_email: bool,
         limits: Arc<RateLimits>,
+        installation: InstallationKeys,
     ) -> Self {
-        let burst = NonZeroU32::new(MAIL_BURST).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(MAIL_REFILL)
-            .map_or(Quota::per_hour(burst), |quota| quota.allow_burst(burst));
         Self {
             store,
             hashing,
@@ -134,8 +151,20 @@ impl Accounts {
             mail,
             require_verified_email,
             limits,
-            mail_limiter: Arc::new(RateLimiter::keyed(quota)),
+            installation,
         }
+    }
+
+    /// Whether an address must be verified before its account may sign in or use a session.
+    pub fn requires_verified_email(&self) -> bool {
+        self.require_verified_email
+    }
+
+    /// A new device token for a client that just proved it holds the account's password:
+    /// later logins from it are not throttled by other clients' failures.
+    pub fn device_token(&self, user_id: Uuid) -> String {
+        self.installation
+            .issue_device_token(user_id, self.clock.now())
     }
 
     /// Creates an account and mails a verification link. Every broken input rule is
@@ -173,6 +202,30 @@ impl Accounts {
                 None
             }
         };
+        let name = match registration
+            .name
+            .as_deref()
+            .map(|raw| parse_name(raw, "name"))
+        {
+            Some(Ok(name)) => Some(name),
+            Some(Err(error)) => {
+                errors.push(error);
+                None
+            }
+            None => None,
+        };
+        let image = match registration
+            .image
+            .as_deref()
+            .map(|raw| parse_image(raw, "image"))
+        {
+            Some(Ok(image)) => Some(image),
+            Some(Err(error)) => {
+                errors.push(error);
+                None
+            }
+            None => None,
+        };
         let username = match registration.username.as_deref().map(Username::parse) {
             Some(Ok(username)) => Some(username),
             Some(Err(error)) => {
@@ -198,7 +251,11 @@ impl Accounts {
             return Err(AuthError::Validation(errors));
         };
         let password_hash = admission.hash(password).await?;
-        let account = new_account(&email, username, password_hash, self.clock.now());
+        let account = NewUser {
+            name,
+            image,
+            ..new_account(&email, username, password_hash, self.clock.now())
+        };
         let user = self.store.create_user(account).await?;
         tracing::info!(user.id = %user.id, "account registered");
         self.send_verification(&user).await?;
@@ -208,12 +265,8 @@ impl Accounts {
     /// Checks an email and password. An unknown email and a wrong password are the same
     /// `InvalidCredentials` and cost the same hashing work. With verified emails required,
     /// a correct password on an unverified address is `EmailNotVerified`.
-    pub async fn login(
-        &self,
-        email: Option<String>,
-        password: Option<SecretString>,
-    ) -> Result<PasswordLogin, AuthError> {
-        let result = self.login_checked(email, password).await;
+    pub async fn login(&self, attempt: LoginAttempt) -> Result<PasswordLogin, AuthError> {
+        let result = self.login_checked(attempt).await;
         let outcome = match &result {
             Ok(_) => "success",
             Err(AuthError::InvalidCredentials) => "invalid_credentials",
@@ -227,12 +280,8 @@ impl Accounts {
         result
     }
 
-    async fn login_checked(
-        &self,
-        email: Option<String>,
-        password: Option<SecretString>,
-    ) -> Result<PasswordLogin, AuthError> {
-        let (email, password) = match (email, password) {
+    async fn login_checked(&self, attempt: LoginAttempt) -> Result<PasswordLogin, AuthError> {
+        let (email, password) = match (attempt.email, attempt.password) {
             (Some(email), Some(password)) => (email, password),
             (email, password) => {
                 return Err(AuthError::Validation(FieldError::missing(&[
@@ -244,15 +293,41 @@ impl Accounts {
         // A place in the hashing pool first: when it is full, 503 before any other work and
         // before a failure slot is taken (an overloaded server is not the user's failure).
         let admission = self.hashing.admit()?;
+        let started = std::time::Instant::now();
         let key = Email::key_of(&email);
-        let reserved = self.limits.reserve_login(&key).await;
+        let account = self.installation.account_id(&key);
+        let client_ip = attempt.ip.map(|ip| ip.to_canonical().to_string());
+        let credentials = self.store.find_credentials_by_email_key(&key).await?;
+        // A device token of this very account: its failures are its own (OWASP's device
+        // cookie), so others guessing at the account never throttle the owner's device.
+        let device = attempt
+            .device_token
+            .as_deref()
+            .and_then(|token| {
+                self.installation
+                    .verify_device_token(token, self.clock.now())
+            })
+            .filter(|device| {
+                credentials
+                    .as_ref()
+                    .is_some_and(|found| found.user.id == device.user_id)
+            });
+        let subject = match &device {
+            Some(device) => FailureSubject::Device(&device.id),
+            None => FailureSubject::Account(&key),
+        };
+        let reserved = self.limits.reserve_failure(subject).await;
         if !reserved.allowed {
             metrics::counter!("servauth_rate_limited_total", "limit" => "login_failures_per_account")
                 .increment(1);
-            tracing::warn!("login refused: too many failed logins for this address lately");
+            tracing::warn!(
+                account,
+                client_ip,
+                device = device.is_some(),
+                "login refused: too many failed logins lately"
+            );
             return Err(AuthError::RateLimited(reserved));
         }
-        let credentials = self.store.find_credentials_by_email_key(&key).await?;
         let (user, stored) = credentials
             .map(|found| (found.user, found.password_hash))
             .unzip();
@@ -260,7 +335,12 @@ impl Accounts {
         let verified = admission.verify(password.clone(), stored.clone()).await?;
         match (user, stored) {
             (Some(user), Some(mut password_hash)) if verified.matches => {
-                self.limits.login_succeeded(&key).await;
+                self.limits
+                    .clear_failures(FailureSubject::Account(&key))
+                    .await;
+                if device.is_some() {
+                    self.limits.clear_failures(subject).await;
+                }
                 if verified.needs_rehash
                     && let Some(rehashed) = self.rehash(&user, &password_hash, password).await
                 {
@@ -270,14 +350,20 @@ impl Accounts {
                     tracing::info!(user.id = %user.id, "login refused: email not verified");
                     return Err(AuthError::EmailNotVerified);
                 }
-                tracing::info!(user.id = %user.id, "login succeeded");
+                tracing::info!(user.id = %user.id, client_ip, "login succeeded");
                 Ok(PasswordLogin {
                     user,
                     password_hash,
                 })
             }
             _ => {
-                tracing::info!("login failed: invalid credentials");
+                self.hashing.pad_failure(started).await;
+                tracing::info!(
+                    account,
+                    client_ip,
+                    device = device.is_some(),
+                    "login failed: invalid credentials"
+                );
                 Err(AuthError::InvalidCredentials)
             }
         }
@@ -324,12 +410,16 @@ impl Accounts {
 
     /// Changes the username and/or starts an email change: that needs the current password,
     /// records `pending_email`, mails a confirmation link to the new address and a notice to
-    /// the current one; the address changes only when the link is used.
+    /// the current one; the address changes only when the link is used. The answer is the
+    /// same whether or not the new address has an account (no oracle): for a taken address no
+    /// link goes out, and its owner is told instead. Setting the current address again
+    /// cancels a pending change.
     pub async fn update_profile(
         &self,
-        user: &UserRecord,
+        caller: &Caller,
         update: ProfileUpdate,
     ) -> Result<UserRecord, AuthError> {
+        let user = &caller.user;
         let mut errors = Vec::new();
         let mut change = ProfileChange::default();
         match update.username {
@@ -340,13 +430,36 @@ impl Accounts {
             Some(None) => change.username = Some(None),
             None => {}
         }
+        match update.name {
+            Some(Some(raw)) => match parse_name(&raw, "name") {
+                Ok(name) => change.name = Some(Some(name)),
+                Err(error) => errors.push(error),
+            },
+            Some(None) => change.name = Some(None),
+            None => {}
+        }
+        match update.image {
+            Some(Some(raw)) => match parse_image(&raw, "image") {
+                Ok(image) => change.image = Some(Some(image)),
+                Err(error) => errors.push(error),
+            },
+            Some(None) => change.image = Some(None),
+            None => {}
+        }
         let new_email = match update
             .email
             .as_deref()
             .map(|raw| Email::parse(raw, "email"))
         {
             Some(Ok(email)) if email.key() != Email::key_of(&user.email) => Some(email),
-            Some(Ok(_)) | None => None,
+            Some(Ok(_)) => {
+                // Back to the current address: whatever change was pending is called off.
+                if user.pending_email.is_some() {
+                    change.pending_email = Some(None);
+                }
+                None
+            }
+            None => None,
             Some(Err(error)) => {
                 errors.push(error);
                 None
@@ -358,38 +471,48 @@ impl Accounts {
         if !errors.is_empty() {
             return Err(AuthError::Validation(errors));
         }
+        // The owner of the new address, if it has one: told, never linked.
+        let mut owner = None;
         if let (Some(email), Some(current_password)) = (&new_email, &update.current_password) {
-            self.confirm_password(user.id, current_password).await?;
-            if self
+            self.confirm_password(caller, current_password).await?;
+            owner = self
                 .store
                 .find_credentials_by_email_key(email.key())
                 .await?
-                .is_some()
-            {
-                return Err(AuthError::EmailTaken);
-            }
+                .map(|found| found.user.email);
             change.pending_email = Some(Some(email.as_str().to_owned()));
         }
+        let cancelled = change.pending_email == Some(None);
         let updated = self
             .store
             .update_profile(user.id, change, self.clock.now())
             .await?
             .ok_or(AuthError::InvalidToken)?;
+        if cancelled {
+            tracing::info!(user.id = %user.id, "pending email change cancelled");
+        }
         if let Some(email) = new_email {
-            let token = self
-                .issue_token(
+            let templates = &self.mail.templates;
+            let ttl = self.mail.verify_ttl;
+            if let Some(owner) = owner {
+                // No link: the change could never be confirmed. The address's owner learns
+                // that someone tried, and the caller cannot tell this case from any other.
+                if self.may_mail_link(&owner).await {
+                    self.mail
+                        .mailer
+                        .send(templates.email_change_to_taken_address(&owner));
+                }
+                tracing::info!(user.id = %user.id, "email change asked for an address with an account");
+            } else {
+                self.send_link(
                     user.id,
                     TokenPurpose::EmailChange,
                     email.as_str(),
-                    self.mail.verify_ttl,
+                    ttl,
+                    |token| templates.confirm_new_email(email.as_str(), token, ttl),
                 )
                 .await?;
-            let templates = &self.mail.templates;
-            self.mail_with_link(templates.confirm_new_email(
-                email.as_str(),
-                &token,
-                self.mail.verify_ttl,
-            ));
+            }
             self.mail
                 .mailer
                 .send(templates.email_change_requested(&user.email, email.as_str()));
@@ -399,7 +522,8 @@ impl Accounts {
     }
 
     /// Changes the password of a signed-in user who knows the current one; every other
-    /// session ends, and a notice is mailed.
+    /// session ends, a pending email change is called off, the account's failed-login count
+    /// is cleared, and a notice is mailed.
     pub async fn change_password(
         &self,
         caller: &Caller,
@@ -413,7 +537,7 @@ impl Accounts {
             ])));
         };
         let user = &caller.user;
-        self.confirm_password(user.id, current).await?;
+        self.confirm_password(caller, current).await?;
         let email = Email::parse(&user.email, "email").ok();
         let password = self
             .check_policy(new, email, "new_password")
@@ -428,6 +552,9 @@ impl Accounts {
         {
             return Err(AuthError::InvalidToken);
         }
+        self.limits
+            .clear_failures(FailureSubject::Account(&Email::key_of(&user.email)))
+            .await;
         tracing::info!(user.id = %user.id, "password changed; other sessions revoked");
         self.mail
             .mailer
@@ -438,23 +565,58 @@ impl Accounts {
     /// Deletes the account with every session and token, after checking its password.
     pub async fn delete(
         &self,
-        user: &UserRecord,
+        caller: &Caller,
         password: Option<SecretString>,
     ) -> Result<(), AuthError> {
         let password = password
             .ok_or_else(|| AuthError::Validation(vec![FieldError::required("password")]))?;
-        self.confirm_password(user.id, &password).await?;
-        self.store.delete_user(user.id).await?;
-        tracing::info!(user.id = %user.id, "account deleted");
+        self.confirm_password(caller, &password).await?;
+        self.store.delete_user(caller.user.id).await?;
+        tracing::info!(user.id = %caller.user.id, "account deleted");
         Ok(())
     }
 
-    /// Re-authentication for a sensitive change: `WrongPassword` (403) when it fails.
+    /// Re-authentication for a sensitive change: `WrongPassword` (403) when it fails. Each
+    /// check counts against the session's re-check limit, and reserves a failed-login slot of
+    /// the session and one of the account (the one login uses) before any hashing: a stolen
+    /// access token buys no more guesses than the login form gives, and cannot keep the
+    /// hashing pool busy. The session's own count decides (it proved itself at login, like a
+    /// device token), so others' failed logins never stop the owner changing the password.
     async fn confirm_password(
         &self,
-        user_id: Uuid,
+        caller: &Caller,
         password: &SecretString,
     ) -> Result<(), AuthError> {
+        let user_id = caller.user.id;
+        let key = Email::key_of(&caller.user.email);
+        let session = caller.session_id().to_string();
+        let per_session = self.limits.hit(Scope::Reauthentication, &session).await;
+        if !per_session.allowed {
+            metrics::counter!("servauth_rate_limited_total", "limit" => "reauth_per_session")
+                .increment(1);
+            tracing::warn!(user.id = %user_id, "password re-check refused: too many from this session");
+            return Err(AuthError::RateLimited(per_session));
+        }
+        let admission = self.hashing.admit()?;
+        let reserved = self
+            .limits
+            .reserve_failure(FailureSubject::Session(&session))
+            .await;
+        if !reserved.allowed {
+            metrics::counter!("servauth_rate_limited_total", "limit" => "login_failures_per_account")
+                .increment(1);
+            tracing::warn!(
+                user.id = %user_id,
+                account = self.installation.account_id(&key),
+                "password re-check refused: too many wrong passwords from this session lately"
+            );
+            return Err(AuthError::RateLimited(reserved));
+        }
+        // Counted for the account too, so guessing through sessions also slows logins to it.
+        self.limits
+            .reserve_failure(FailureSubject::Account(&key))
+            .await;
+        let started = std::time::Instant::now();
         let stored = self
             .store
             .find_credentials(user_id)
@@ -464,10 +626,21 @@ impl Accounts {
             return Err(AuthError::InvalidToken);
         }
         let password = Password::for_verification(password.expose_secret());
-        if self.hashing.verify(password, stored).await?.matches {
+        if admission.verify(password, stored).await?.matches {
+            self.limits
+                .clear_failures(FailureSubject::Session(&session))
+                .await;
+            self.limits
+                .clear_failures(FailureSubject::Account(&key))
+                .await;
             Ok(())
         } else {
-            tracing::info!(user.id = %user_id, "re-authentication failed");
+            self.hashing.pad_failure(started).await;
+            tracing::info!(
+                user.id = %user_id,
+                account = self.installation.account_id(&key),
+                "re-authentication failed"
+            );
             Err(AuthError::WrongPassword)
         }
     }
@@ -486,18 +659,61 @@ impl Accounts {
             .map_err(|error| AuthError::Internal(error.into()))
     }
 
-    /// Mails a fresh verification link for the user's current address.
+    /// Mails a fresh verification link for the user's current address (unless that address
+    /// had its share of links lately).
     pub(super) async fn send_verification(&self, user: &UserRecord) -> Result<(), AuthError> {
         let ttl = self.mail.verify_ttl;
-        let token = self
-            .issue_token(user.id, TokenPurpose::EmailVerification, &user.email, ttl)
-            .await?;
-        self.mail_with_link(self.mail.templates.verify_email(&user.email, &token, ttl));
+        let templates = &self.mail.templates;
+        self.send_link(
+            user.id,
+            TokenPurpose::EmailVerification,
+            &user.email,
+            ttl,
+            |token| templates.verify_email(&user.email, token, ttl),
+        )
+        .await?;
         Ok(())
     }
 
+    /// Issues a single-use token (retiring older ones of its kind) and mails its link to
+    /// `address`, unless that address got its share of link emails lately: the limit is
+    /// consulted first, so a refused request issues and retires nothing and the last link
+    /// sent keeps working. `true` when the link went out.
+    pub(super) async fn send_link(
+        &self,
+        user_id: Uuid,
+        purpose: TokenPurpose,
+        address: &str,
+        ttl: Duration,
+        message: impl FnOnce(&str) -> OutgoingEmail,
+    ) -> Result<bool, AuthError> {
+        if !self.may_mail_link(address).await {
+            return Ok(false);
+        }
+        let token = self.issue_token(user_id, purpose, address, ttl).await?;
+        self.mail.mailer.send(message(&token));
+        Ok(true)
+    }
+
+    /// Counts one link email to `address` against its limit; `false` (logged) when over it.
+    pub(super) async fn may_mail_link(&self, address: &str) -> bool {
+        let decision = self
+            .limits
+            .hit(Scope::LinkMail, &Email::key_of(address))
+            .await;
+        if !decision.allowed {
+            metrics::counter!("servauth_rate_limited_total", "limit" => "link_email_per_address")
+                .increment(1);
+            tracing::warn!(
+                account = self.installation.account_id(&Email::key_of(address)),
+                "link email not sent: too many for this address lately"
+            );
+        }
+        decision.allowed
+    }
+
     /// Stores a new single-use token (retiring older ones of its kind) and returns it.
-    pub(super) async fn issue_token(
+    async fn issue_token(
         &self,
         user_id: Uuid,
         purpose: TokenPurpose,
@@ -517,23 +733,5 @@ impl Accounts {
             })
             .await?;
         Ok(token)
-    }
-
-    /// Queues a message with a link, unless this address got too many of them lately.
-    pub(super) fn mail_with_link(&self, email: OutgoingEmail) {
-        if self.mail_limiter.len() > MAIL_LIMITER_KEYS {
-            self.mail_limiter.retain_recent();
-        }
-        if self
-            .mail_limiter
-            .check_key(&Email::key_of(&email.to))
-            .is_ok()
-        {
-            self.mail.mailer.send(email);
-        } else {
-            metrics::counter!("servauth_rate_limited_total", "limit" => "link_email_per_address")
-                .increment(1);
-            tracing::warn!(subject = %email.subject, "link email not sent: too many for this address lately");
-        }
     }
 }

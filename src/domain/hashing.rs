@@ -1,5 +1,5 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::PasswordHasher as _;
@@ -13,6 +13,12 @@ use crate::config::Argon2Config;
 
 /// How long a worker keeps its work area with nothing to hash before giving it back.
 const IDLE_RELEASE: Duration = Duration::from_secs(10);
+
+/// A failed password check is padded to at most this long, however slow a stored hash is.
+const MAX_FAILURE_PADDING: Duration = Duration::from_secs(2);
+/// The slowest verifications are kept per bucket of this length; the current and the
+/// previous bucket count, so a slow verification is remembered for 30 to 60 minutes.
+const SLOWEST_BUCKET: Duration = Duration::from_secs(30 * 60);
 
 /// Why a hash could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,8 @@ pub struct PasswordHashing {
     dummy_hash: Arc<str>,
     /// The parameters new hashes get (a stored hash with others is re-hashed on login).
     params: Argon2Config,
+    /// How long verifications of each kind of stored hash took lately (the slowest).
+    slowest: Arc<Mutex<SlowestVerifications>>,
 }
 
 /// One call's work, run by whichever worker takes it.
@@ -102,7 +110,26 @@ impl PasswordHashing {
             workers,
             dummy_hash: dummy_hash.into(),
             params: config,
+            slowest: Arc::new(Mutex::new(SlowestVerifications::new(Instant::now()))),
         })
+    }
+
+    /// Waits until a failed password check that began at `started` has taken as long as the
+    /// slowest verification of any kind of stored hash lately (over the last 30 to 60
+    /// minutes; at most [`MAX_FAILURE_PADDING`]). Then an unknown address (checked against
+    /// the dummy hash), a current Argon2 account and an imported bcrypt or scrypt account
+    /// fail alike, and the time of a failure tells nothing about the account. Sleeps on the
+    /// async runtime: the padding holds neither a hashing worker nor a hashing place.
+    pub async fn pad_failure(&self, started: Instant) {
+        let slowest = self
+            .slowest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .slowest(Instant::now());
+        let deadline = started
+            .checked_add(slowest.min(MAX_FAILURE_PADDING))
+            .unwrap_or(started);
+        tokio::time::sleep_until(deadline.into()).await;
     }
 
     /// Hashes a new password into a PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
@@ -153,8 +180,8 @@ impl Admission {
             .await?
     }
 
-    /// Verifies a password against a stored hash (ours, or an imported argon2, scrypt or
-    /// bcrypt hash), or, when there is no account, against the dummy hash (never a match)
+    /// Verifies a password against a stored hash (ours, or an imported argon2, scrypt,
+    /// bcrypt or Better Auth hash), or, when there is no account, against the dummy hash (never a match)
     /// so that both cases cost the same. An unusable stored hash (unknown kind, or a cost
     /// beyond the bounds) never matches and is logged.
     pub async fn verify(
@@ -172,8 +199,19 @@ impl Admission {
             }
         };
         let needs_rehash = stored.needs_rehash();
+        let kind = HashKind::of(&stored);
+        let slowest = Arc::clone(&self.pool.slowest);
         let matches = self
-            .run(move |worker| worker.verify(&stored, password.expose().as_bytes()))
+            .run(move |worker| {
+                let started = Instant::now();
+                let matches = worker.verify(&stored, password.expose().as_bytes());
+                let took = started.elapsed();
+                slowest
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .record(kind, took, Instant::now());
+                matches
+            })
             .await?;
         Ok(Verification {
             matches: known && matches,
@@ -224,6 +262,117 @@ where
         // The caller may have gone meanwhile; then nobody wants the value.
         let _ = reply.send(value);
     })
+}
+
+/// The kinds of stored hash whose verifications take distinctly long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HashKind {
+    /// Argon2id with the current parameters: ours, and the dummy hash of unknown accounts.
+    CurrentArgon2,
+    /// Argon2 of another variant or with other parameters (imported, or older settings).
+    OtherArgon2,
+    Scrypt,
+    Bcrypt,
+    /// Better Auth's scrypt (N=2^14, r=16): fixed, and dearer than most PHC scrypt imports.
+    BetterAuth,
+}
+
+impl HashKind {
+    const COUNT: usize = 5;
+
+    fn of(stored: &StoredHash) -> Self {
+        match stored {
+            StoredHash::Argon2 { current: true, .. } => Self::CurrentArgon2,
+            StoredHash::Argon2 { current: false, .. } => Self::OtherArgon2,
+            StoredHash::Scrypt(_) => Self::Scrypt,
+            StoredHash::Bcrypt(_) => Self::Bcrypt,
+            StoredHash::BetterAuth(_) => Self::BetterAuth,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::CurrentArgon2 => 0,
+            Self::OtherArgon2 => 1,
+            Self::Scrypt => 2,
+            Self::Bcrypt => 3,
+            Self::BetterAuth => 4,
+        }
+    }
+}
+
+/// The slowest verification of each [`HashKind`] in the current and the previous
+/// [`SLOWEST_BUCKET`] (counted from `origin`). A maximum per bucket, not a moving average,
+/// so that any number of fast verifications (cheap probes of unknown addresses) cannot
+/// wear down what one slow imported hash took.
+#[derive(Debug)]
+struct SlowestVerifications {
+    origin: Instant,
+    kinds: [Buckets; HashKind::COUNT],
+}
+
+/// One kind's slowest verification in bucket `index` and in the one before it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Buckets {
+    index: u64,
+    current: Duration,
+    previous: Duration,
+}
+
+impl SlowestVerifications {
+    fn new(origin: Instant) -> Self {
+        Self {
+            origin,
+            kinds: [Buckets::default(); HashKind::COUNT],
+        }
+    }
+
+    fn bucket(&self, at: Instant) -> u64 {
+        let elapsed = at.saturating_duration_since(self.origin).as_secs();
+        elapsed / SLOWEST_BUCKET.as_secs()
+    }
+
+    /// Notes that a verification of `kind` took `took`, finishing `at`.
+    fn record(&mut self, kind: HashKind, took: Duration, at: Instant) {
+        let bucket = self.bucket(at);
+        let Some(buckets) = self.kinds.get_mut(kind.index()) else {
+            return;
+        };
+        *buckets = buckets.at(bucket);
+        buckets.current = buckets.current.max(took);
+    }
+
+    /// The slowest verification of any kind in the current and the previous bucket.
+    fn slowest(&self, at: Instant) -> Duration {
+        let bucket = self.bucket(at);
+        self.kinds
+            .iter()
+            .map(|buckets| {
+                let moved = buckets.at(bucket);
+                moved.current.max(moved.previous)
+            })
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+impl Buckets {
+    /// These buckets as seen from bucket `index`: a later one forgets what is over an hour
+    /// old. (Never an earlier one: records take the time while holding the lock.)
+    fn at(self, index: u64) -> Self {
+        match index.checked_sub(self.index) {
+            None | Some(0) => self,
+            Some(1) => Self {
+                index,
+                current: Duration::ZERO,
+                previous: self.current,
+            },
+            Some(_) => Self {
+                index,
+                ..Self::default()
+            },
+        }
+    }
 }
 
 /// One hashing thread and its work area.
@@ -440,6 +589,107 @@ mod tests {
             .await
             .unwrap();
         assert!(!verified.matches);
+    }
+
+    #[test]
+    fn the_slowest_verification_counts_for_30_to_60_minutes_whatever_came_after() {
+        let origin = Instant::now();
+        let at = |minutes: u64| origin + Duration::from_secs(minutes * 60);
+        let slow = Duration::from_millis(300);
+        let fast = Duration::from_millis(1);
+        let mut slowest = SlowestVerifications::new(origin);
+        assert_eq!(slowest.slowest(at(0)), Duration::ZERO);
+        slowest.record(HashKind::Bcrypt, slow, at(1));
+        // Many fast probes, of every kind, in this bucket and the next: the maximum stays.
+        for minute in 1..45 {
+            slowest.record(HashKind::CurrentArgon2, fast, at(minute));
+            slowest.record(HashKind::Bcrypt, fast, at(minute));
+        }
+        for minute in [1, 29, 30, 45, 59] {
+            assert_eq!(slowest.slowest(at(minute)), slow, "minute {minute}");
+        }
+        // Two buckets on, the slow one is forgotten; the fast ones of bucket 1 remain.
+        assert_eq!(slowest.slowest(at(60)), fast);
+        assert_eq!(slowest.slowest(at(89)), fast);
+        assert_eq!(slowest.slowest(at(90)), Duration::ZERO);
+        // A kind's maximum is its own; the answer is the maximum over kinds.
+        slowest.record(HashKind::Scrypt, Duration::from_millis(50), at(200));
+        slowest.record(HashKind::OtherArgon2, Duration::from_millis(80), at(200));
+        assert_eq!(slowest.slowest(at(200)), Duration::from_millis(80));
+        // Far later, with nothing in between, everything is forgotten.
+        assert_eq!(slowest.slowest(at(100_000)), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn verifications_are_timed_per_kind_of_hash() {
+        let pool = PasswordHashing::new(cheap(), 1, 1).unwrap();
+        let bcrypt = bcrypt::hash("pw", 6).unwrap();
+        pool.verify(Password::for_verification("px"), Some(bcrypt))
+            .await
+            .unwrap();
+        pool.verify(Password::for_verification("px"), None)
+            .await
+            .unwrap();
+        let slowest = pool.slowest.lock().unwrap();
+        let bcrypt = slowest.kinds[HashKind::Bcrypt.index()].current;
+        let dummy = slowest.kinds[HashKind::CurrentArgon2.index()].current;
+        assert!(bcrypt > Duration::ZERO && dummy > Duration::ZERO);
+        assert_eq!(slowest.slowest(Instant::now()), bcrypt.max(dummy));
+    }
+
+    #[tokio::test]
+    async fn a_better_auth_verification_is_timed_as_its_own_kind() {
+        let pool = PasswordHashing::new(cheap(), 1, 1).unwrap();
+        // Any well-formed Better Auth hash costs one full scrypt (N=2^14, r=16) to refuse.
+        let better_auth = format!("{}:{}", "ab".repeat(16), "cd".repeat(64));
+        let verified = pool
+            .verify(Password::for_verification("px"), Some(better_auth))
+            .await
+            .unwrap();
+        assert_eq!(
+            verified,
+            Verification {
+                matches: false,
+                needs_rehash: true
+            }
+        );
+        let slowest = pool.slowest.lock().unwrap();
+        let took = |kind: HashKind| slowest.kinds[kind.index()].current;
+        assert!(took(HashKind::BetterAuth) > Duration::ZERO);
+        for other in [HashKind::Scrypt, HashKind::CurrentArgon2, HashKind::Bcrypt] {
+            assert_eq!(took(other), Duration::ZERO, "{other:?}");
+        }
+        assert_eq!(slowest.slowest(Instant::now()), took(HashKind::BetterAuth));
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_padded_to_the_slowest_verification_at_most_2_seconds() {
+        let pool = PasswordHashing::new(cheap(), 1, 1).unwrap();
+        let record = |took| {
+            let now = Instant::now();
+            pool.slowest
+                .lock()
+                .unwrap()
+                .record(HashKind::Bcrypt, took, now);
+        };
+        record(Duration::from_millis(150));
+        let started = Instant::now();
+        pool.pad_failure(started).await;
+        let padded = started.elapsed();
+        assert!(padded >= Duration::from_millis(150), "{padded:?}");
+        assert!(padded < Duration::from_millis(1_000), "{padded:?}");
+        // A failure that already took that long waits no more.
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        let before = Instant::now();
+        pool.pad_failure(long_ago).await;
+        assert!(before.elapsed() < Duration::from_millis(100));
+        // However slow a hash was, a failure waits at most 2 s.
+        record(Duration::from_secs(60));
+        let started = Instant::now();
+        pool.pad_failure(started).await;
+        let padded = started.elapsed();
+        assert!(padded >= Duration::from_secs(2), "{padded:?}");
+        assert!(padded < Duration::from_secs(3), "{padded:?}");
     }
 
     #[tokio::test]

@@ -6,8 +6,10 @@ mod accounts;
 mod email;
 mod error;
 mod hashing;
+mod installation;
 mod keys;
 mod password;
+mod profile;
 mod recovery;
 mod service_auth;
 mod sessions;
@@ -16,16 +18,23 @@ mod tokens;
 mod username;
 
 pub use accounts::{
-    AccountMail, Accounts, PasswordLogin, ProfileUpdate, Registration, new_account,
+    AccountMail, Accounts, LoginAttempt, PasswordLogin, ProfileUpdate, Registration, new_account,
 };
 pub use email::Email;
 pub use error::{AuthError, FieldError};
 pub use hashing::{Admission, HashError, PasswordHashing, Verification};
-pub use keys::{KeySource, RELOAD_EVERY, SigningKeys};
+pub use installation::{DEVICE_TOKEN_TTL, Device, InstallationKeys};
+pub use keys::{
+    KeyEncryptionKey, KeySource, OpenKeyError, RELOAD_EVERY, SigningKeys, is_sealed,
+    new_stored_signing_key, open_private_key,
+};
 pub use password::{Password, PasswordPolicy};
+pub use profile::{MAX_IMAGE_CHARS, MAX_NAME_CHARS, parse_image, parse_name};
 pub use service_auth::ServiceSecret;
 pub use sessions::{
-    Caller, ClientKind, ClientMeta, IssuedSession, Lifetimes, PresentedRefresh, Sessions,
+    BETTER_AUTH_TOKEN_CHARS, Caller, ClientKind, ClientMeta, IssuedSession, Lifetimes,
+    OpenedTokenSession, PresentedRefresh, Sessions, TokenCaller, better_auth_lifetimes,
+    better_auth_token,
 };
 pub use stored_hash::{StoredHash, StoredHashError};
 pub use tokens::{

@@ -1,9 +1,11 @@
 //! The emailed links: password reset, address verification and confirmation of a change.
 
 use secrecy::SecretString;
+use uuid::Uuid;
 
 use super::tokens::token_hash;
 use super::{Accounts, AuthError, Caller, Email, FieldError};
+use crate::limits::FailureSubject;
 use crate::store::{EmailConfirmation, TokenPurpose};
 
 impl Accounts {
@@ -11,10 +13,7 @@ impl Accounts {
     /// not an account has that address: the lookup, the token and the mail happen in the
     /// background, so neither the answer nor its timing tells.
     pub fn forgot_password(&self, email: Option<String>) -> Result<(), AuthError> {
-        let raw =
-            email.ok_or_else(|| AuthError::Validation(vec![FieldError::required("email")]))?;
-        let email =
-            Email::parse(&raw, "email").map_err(|error| AuthError::Validation(vec![error]))?;
+        let email = required_email(email)?;
         let accounts = self.clone();
         tokio::spawn(async move {
             if let Err(error) = accounts.send_reset_link(&email).await {
@@ -35,17 +34,27 @@ impl Accounts {
         };
         let user = found.user;
         let ttl = self.mail.reset_ttl;
-        let token = self
-            .issue_token(user.id, TokenPurpose::PasswordReset, &user.email, ttl)
+        let templates = &self.mail.templates;
+        let sent = self
+            .send_link(
+                user.id,
+                TokenPurpose::PasswordReset,
+                &user.email,
+                ttl,
+                |token| templates.reset_password(&user.email, token, ttl),
+            )
             .await?;
-        self.mail_with_link(self.mail.templates.reset_password(&user.email, &token, ttl));
-        tracing::info!(user.id = %user.id, "password reset link issued");
+        if sent {
+            tracing::info!(user.id = %user.id, "password reset link issued");
+        }
         Ok(())
     }
 
     /// Sets a new password with a reset link's token. The token must be unused and
     /// unexpired; a password the policy rejects is 422 and leaves the token usable. On
-    /// success every session of the account ends and a notice is mailed.
+    /// success every session of the account ends, a pending email change is called off, the
+    /// account's failed-login count is cleared (a reset is how a throttled owner gets back in)
+    /// and a notice is mailed.
     pub async fn reset_password(
         &self,
         token: Option<String>,
@@ -80,6 +89,9 @@ impl Accounts {
             .reset_password(&hash, &password_hash, self.clock.now())
             .await?
             .ok_or(AuthError::UnusableLinkToken)?;
+        self.limits
+            .clear_failures(FailureSubject::Account(&Email::key_of(&user.email)))
+            .await;
         tracing::info!(user.id = %user.id, "password reset; every session revoked");
         self.mail
             .mailer
@@ -87,13 +99,32 @@ impl Accounts {
         Ok(())
     }
 
-    /// Uses a verification or email-change link's token.
-    pub async fn verify_email(&self, token: Option<String>) -> Result<(), AuthError> {
+    /// Whether a password-reset link's token is usable now (unused, unexpired), without
+    /// using it: the Better Auth face's mail callback redirects on it.
+    pub async fn reset_token_is_usable(&self, token: &str) -> Result<bool, AuthError> {
+        Ok(self
+            .store
+            .find_one_time_token(
+                &token_hash(token),
+                TokenPurpose::PasswordReset,
+                self.clock.now(),
+            )
+            .await?
+            .is_some())
+    }
+
+    /// Uses a verification or email-change link's token. A change ends every session of the
+    /// account but `keep` (the confirming client's own, when it sent one).
+    pub async fn verify_email(
+        &self,
+        token: Option<String>,
+        keep: Option<Uuid>,
+    ) -> Result<(), AuthError> {
         let token =
             token.ok_or_else(|| AuthError::Validation(vec![FieldError::required("token")]))?;
         match self
             .store
-            .confirm_email(&token_hash(&token), self.clock.now())
+            .confirm_email(&token_hash(&token), keep, self.clock.now())
             .await?
         {
             EmailConfirmation::Verified { user } => {
@@ -104,7 +135,7 @@ impl Accounts {
                 user,
                 previous_email,
             } => {
-                tracing::info!(user.id = %user.id, "email changed");
+                tracing::info!(user.id = %user.id, "email changed; other sessions revoked");
                 self.mail.mailer.send(
                     self.mail
                         .templates
@@ -126,4 +157,36 @@ impl Accounts {
         }
         self.send_verification(&caller.user).await
     }
+
+    /// Mails a fresh verification link to an address, for a client without a session (with
+    /// verified emails required, an unverified user has none). Answers at once and alike
+    /// whether or not an unverified account has that address; the work happens in the
+    /// background, under the same per-address link limit.
+    pub fn resend_verification_to(&self, email: Option<String>) -> Result<(), AuthError> {
+        let email = required_email(email)?;
+        let accounts = self.clone();
+        tokio::spawn(async move {
+            let found = accounts
+                .store
+                .find_credentials_by_email_key(email.key())
+                .await;
+            let result = match found {
+                Ok(Some(found)) if !found.user.email_verified => {
+                    accounts.send_verification(&found.user).await
+                }
+                Ok(_) => Ok(()),
+                Err(error) => Err(error.into()),
+            };
+            if let Err(error) = result {
+                tracing::error!(error = format!("{error:#}"), "verification link not sent");
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The `email` field of a request that needs one: present and a valid address.
+fn required_email(email: Option<String>) -> Result<Email, AuthError> {
+    let raw = email.ok_or_else(|| AuthError::Validation(vec![FieldError::required("email")]))?;
+    Email::parse(&raw, "email").map_err(|error| AuthError::Validation(vec![error]))
 }

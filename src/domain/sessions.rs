@@ -9,7 +9,8 @@ use super::tokens::{TokenError, opaque_token, successor, token_hash};
 use super::{AccessClaims, AccessTokens, AuthError, SigningKeys};
 use crate::clock::Clock;
 use crate::store::{
-    NewSession, RefreshTokenRecord, Rotation, RotationOutcome, SessionRecord, Store, UserRecord,
+    NewSession, NewTokenSession, RefreshTokenRecord, Rotation, RotationOutcome, SessionRecord,
+    Store, UserRecord,
 };
 
 /// Which kind of client a session is for (see the contract's "Two kinds of client").
@@ -86,7 +87,13 @@ pub struct Sessions {
     keys: Arc<SigningKeys>,
     clock: Arc<dyn Clock>,
     lifetimes: Lifetimes,
+    /// `SERVAUTH_REQUIRE_VERIFIED_EMAIL`: sessions of unverified users are not usable.
+    require_verified_email: bool,
 }
+
+/// How many successors a grace replay follows (a chain longer than this within the grace
+/// window is not a browser's tabs racing).
+const MAX_REPLAY_CHAIN: usize = 8;
 
 /// How long the parts of a session live.
 #[derive(Debug, Clone, Copy)]
@@ -102,18 +109,85 @@ pub struct Lifetimes {
 /// The longest user agent we keep; the rest is cut (it is informational only).
 const MAX_USER_AGENT_CHARS: usize = 256;
 
+/// Better Auth's session lifetimes (its defaults, which its clients expect): a session
+/// lasts `EXPIRES_IN` and is slid to `EXPIRES_IN` from now when used more than
+/// `UPDATE_AGE` after its last slide; one opened with `rememberMe: false` lasts `SHORT`
+/// and is never slid. servauth's `SERVAUTH_SESSION_TTL` from creation caps all of them.
+pub mod better_auth_lifetimes {
+    use chrono::Duration;
+
+    /// Better Auth's `session.expiresIn`.
+    pub const EXPIRES_IN: Duration = Duration::days(7);
+    /// Better Auth's `session.updateAge`.
+    pub const UPDATE_AGE: Duration = Duration::days(1);
+    /// The lifetime of a `rememberMe: false` session.
+    pub const SHORT: Duration = Duration::days(1);
+    /// Better Auth's `session.freshAge`: how long after its start a session may list the
+    /// user's sessions.
+    pub const FRESH_AGE: Duration = Duration::days(1);
+}
+
+/// The length of a Better Auth session token (its `generateId(32)`).
+pub const BETTER_AUTH_TOKEN_CHARS: usize = 32;
+
+/// A new Better Auth session token: 32 characters of `[A-Za-z0-9]` (about 190 bits) from
+/// the OS-seeded CSPRNG, the shape Better Auth's own tokens have. Rejection sampling keeps
+/// every character equally likely.
+pub fn better_auth_token() -> String {
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut token = String::with_capacity(BETTER_AUTH_TOKEN_CHARS);
+    while token.len() < BETTER_AUTH_TOKEN_CHARS {
+        let mut bytes = [0_u8; 64];
+        rand::fill(&mut bytes);
+        for byte in bytes {
+            // 248 = 4 × 62: bytes above it would favour the first characters.
+            if byte < 248 && token.len() < BETTER_AUTH_TOKEN_CHARS {
+                token.push(char::from(ALPHABET[usize::from(byte % 62)]));
+            }
+        }
+    }
+    token
+}
+
+/// A Better Auth session just opened: the raw token (handed to the client once, stored only
+/// as its SHA-256) and the session.
+#[derive(Clone)]
+pub struct OpenedTokenSession {
+    pub token: String,
+    pub session: SessionRecord,
+}
+
+impl std::fmt::Debug for OpenedTokenSession {
+    /// Without the token: it never goes to a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedTokenSession")
+            .field("session", &self.session.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request authenticated by a live Better Auth session token.
+#[derive(Debug, Clone)]
+pub struct TokenCaller {
+    pub session: SessionRecord,
+    /// The same caller, as the account services take it.
+    pub caller: Caller,
+}
+
 impl Sessions {
     pub fn new(
         store: Arc<dyn Store>,
         keys: Arc<SigningKeys>,
         clock: Arc<dyn Clock>,
         lifetimes: Lifetimes,
+        require_verified_email: bool,
     ) -> Self {
         Self {
             store,
             keys,
             clock,
             lifetimes,
+            require_verified_email,
         }
     }
 
@@ -163,6 +237,137 @@ impl Sessions {
         self.issue(user, &session, now, refresh_token, csrf_token)
     }
 
+    /// Opens a Better Auth session for a user who just proved who they are (as
+    /// [`Self::open`]: a fresh id and token every time, and no session when the password
+    /// checked was replaced meanwhile). Its credential is a session token, returned raw once
+    /// and stored only as its SHA-256; it lasts Better Auth's `expiresIn` (or a day with
+    /// `remember == false`), within `SERVAUTH_SESSION_TTL`.
+    pub async fn open_token_session(
+        &self,
+        user: &UserRecord,
+        password_hash: Option<String>,
+        remember: bool,
+        meta: ClientMeta,
+    ) -> Result<OpenedTokenSession, AuthError> {
+        let now = self.clock.now();
+        let lifetime = if remember {
+            better_auth_lifetimes::EXPIRES_IN
+        } else {
+            better_auth_lifetimes::SHORT
+        };
+        let token = better_auth_token();
+        let session = self
+            .store
+            .create_token_session(NewTokenSession {
+                id: Uuid::now_v7(),
+                user_id: user.id,
+                token_hash: token_hash(&token),
+                remember,
+                user_agent: meta
+                    .user_agent
+                    .map(|agent| agent.chars().take(MAX_USER_AGENT_CHARS).collect()),
+                ip: meta.ip.map(|ip| ip.to_canonical().to_string()),
+                now,
+                expires_at: (now + lifetime).min(now + self.lifetimes.session),
+                password_hash,
+            })
+            .await?
+            .ok_or_else(|| {
+                tracing::info!(user.id = %user.id, "sign-in refused: the password changed meanwhile");
+                AuthError::InvalidCredentials
+            })?;
+        Ok(OpenedTokenSession { token, session })
+    }
+
+    /// The caller behind a Better Auth session token: its session is live and its user
+    /// exists (`InvalidToken` otherwise); an unverified user while verified emails are
+    /// required is `EmailNotVerified`, as on the REST face.
+    pub async fn authenticate_token(&self, token: &str) -> Result<TokenCaller, AuthError> {
+        let caller = self.authenticate_token_any(token).await?;
+        self.check_verified(&caller.caller.user)?;
+        Ok(caller)
+    }
+
+    /// As [`Self::authenticate_token`], for what an unverified user may always do with a
+    /// session (sign out, end sessions).
+    pub async fn authenticate_token_any(&self, token: &str) -> Result<TokenCaller, AuthError> {
+        let now = self.clock.now();
+        let (session, user) = self
+            .store
+            .find_token_session(&token_hash(token), now)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        let claims = self.keys.current().claims_for(&user, session.id, now);
+        Ok(TokenCaller {
+            session,
+            caller: Caller { user, claims },
+        })
+    }
+
+    /// Better Auth's sliding expiry: a session used more than `updateAge` after its last
+    /// slide (or its start) gets `expiresIn` from now, never past `SERVAUTH_SESSION_TTL`
+    /// from its creation; a `rememberMe: false` session never slides. The slid session, or
+    /// `None` when nothing was due (or it ended meanwhile).
+    pub async fn slide(&self, session: &SessionRecord) -> Result<Option<SessionRecord>, AuthError> {
+        if !session.remember {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        if now < session.last_used_at + better_auth_lifetimes::UPDATE_AGE {
+            return Ok(None);
+        }
+        let cap = session.created_at + self.lifetimes.session;
+        let expires_at = (now + better_auth_lifetimes::EXPIRES_IN).min(cap);
+        if expires_at <= session.expires_at {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .slide_session(session.id, expires_at, cap, now)
+            .await?)
+    }
+
+    /// Ends the caller's own session whose token this is, if it is the caller's and live;
+    /// `false` otherwise (Better Auth answers alike either way).
+    pub async fn revoke_token(&self, user_id: Uuid, token: &str) -> Result<bool, AuthError> {
+        let revoked = self
+            .store
+            .revoke_token_session(user_id, &token_hash(token), self.clock.now())
+            .await?;
+        if revoked {
+            tracing::info!(user.id = %user_id, "session revoked by its token");
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes every session of the caller's but `keep` (all of them with `None`), and calls
+    /// off a pending email change, like [`Self::revoke_all`].
+    pub async fn revoke_all_but(
+        &self,
+        caller: &Caller,
+        keep: Option<Uuid>,
+    ) -> Result<u64, AuthError> {
+        let revoked = self
+            .store
+            .revoke_user_sessions(caller.user.id, keep, self.clock.now())
+            .await?;
+        tracing::info!(user.id = %caller.user.id, revoked, "sessions revoked");
+        Ok(revoked)
+    }
+
+    /// A fresh access token for the caller's session (the Better Auth face's `/token`).
+    pub fn access_token_for(&self, caller: &TokenCaller) -> Result<String, AuthError> {
+        self.keys
+            .current()
+            .issue_for(&caller.caller.user, caller.session.id, self.clock.now())
+            .map_err(|error| AuthError::Internal(error.into()))
+    }
+
+    /// Now, on the services' clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// Exchanges a refresh token for a new one and a new access token: every use rotates.
     /// A token already rotated out revokes its session (`RefreshTokenReused`), except within
     /// the reuse grace, where the answer is the successor its rotation issued.
@@ -194,7 +399,7 @@ impl Sessions {
                     sealed_successor,
                 } => {
                     let (refresh_token, csrf_token) =
-                        successor::open(token, &sealed_successor).ok_or(AuthError::InvalidToken)?;
+                        self.newest_successor(token, &sealed_successor).await?;
                     (session, refresh_token, csrf_token)
                 }
                 RotationOutcome::Reused { session_id } => {
@@ -212,7 +417,43 @@ impl Sessions {
             .find_live_session_user(session.id, session.user_id, now)
             .await?
             .ok_or(AuthError::InvalidToken)?;
+        self.check_verified(&user)?;
         self.issue(&user, &session, now, refresh_token, csrf_token)
+    }
+
+    /// What a grace replay of `token` answers: the successor its rotation sealed, or, when
+    /// that successor was itself rotated meanwhile (a second tab refreshed again), that one's
+    /// successor, and so on to the newest: handing back a token already rotated out would
+    /// end the session at the client's next refresh. Each link opens only with the token
+    /// before it, so the chain is never readable from the database alone.
+    async fn newest_successor(
+        &self,
+        token: &str,
+        sealed: &[u8],
+    ) -> Result<(String, Option<String>), AuthError> {
+        let mut current = successor::open(token, sealed).ok_or(AuthError::InvalidToken)?;
+        for _ in 0..MAX_REPLAY_CHAIN {
+            let Some(next) = self
+                .store
+                .refresh_successor(&token_hash(&current.0))
+                .await?
+            else {
+                break;
+            };
+            match successor::open(&current.0, &next) {
+                Some(opened) => current = opened,
+                None => break,
+            }
+        }
+        Ok(current)
+    }
+
+    /// With verified emails required, an unverified user's session is not usable.
+    fn check_verified(&self, user: &UserRecord) -> Result<(), AuthError> {
+        if self.require_verified_email && !user.email_verified {
+            return Err(AuthError::EmailNotVerified);
+        }
+        Ok(())
     }
 
     /// Ends the session a refresh token belongs to (logout by cookie or native body). Any
@@ -267,7 +508,8 @@ impl Sessions {
         }
     }
 
-    /// Revokes every session of the caller's, the current one included.
+    /// Revokes every session of the caller's, the current one included, and calls off a
+    /// pending email change (whoever started it may hold one of the sessions being ended).
     pub async fn revoke_all(&self, caller: &Caller) -> Result<u64, AuthError> {
         let now = self.clock.now();
         let revoked = self
@@ -279,8 +521,17 @@ impl Sessions {
     }
 
     /// The caller behind a bearer token: the token verifies, its session is live and its
-    /// user exists. A revoked session or a deleted user is refused at once.
+    /// user exists. A revoked session or a deleted user is refused at once; so is an
+    /// unverified user while verified emails are required (`EmailNotVerified`).
     pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
+        let caller = self.authenticate_any(bearer).await?;
+        self.check_verified(&caller.user)?;
+        Ok(caller)
+    }
+
+    /// As [`Self::authenticate`], for what an unverified user may always do with a session
+    /// (sign out, end sessions, ask for a new verification link).
+    pub async fn authenticate_any(&self, bearer: Option<&str>) -> Result<Caller, AuthError> {
         let token = bearer.ok_or(AuthError::MissingCredentials)?;
         let now = self.clock.now();
         let mut verified = self.keys.current().verify(token, now);
@@ -338,7 +589,7 @@ impl Sessions {
     ) -> Result<IssuedSession, AuthError> {
         let tokens = self.keys.current();
         let access_token = tokens
-            .issue(user.id, session.id, user.role, now)
+            .issue_for(user, session.id, now)
             .map_err(|error| AuthError::Internal(error.into()))?;
         Ok(IssuedSession {
             session_id: session.id,

@@ -19,7 +19,7 @@ const LEEWAY_SECONDS: i64 = 30;
 /// How many verified tokens [`AccessTokens`] remembers (about 250 bytes each).
 const VERIFIED_CACHE_CAPACITY: usize = 50_000;
 
-/// The claims of an access token (RFC 9068 plus `sid` and `role`).
+/// The claims of an access token (RFC 9068 plus `sid`, `role` and `email_verified`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
@@ -27,6 +27,10 @@ pub struct AccessClaims {
     pub sub: Uuid,
     pub sid: Uuid,
     pub role: Role,
+    /// Whether the user's address was verified when the token was issued (OpenID Connect's
+    /// claim name). Absent in tokens of earlier versions: read as `false`.
+    #[serde(default)]
+    pub email_verified: bool,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
@@ -183,7 +187,17 @@ impl AccessTokens {
         &self.jwks
     }
 
-    /// Signs an access token for a session.
+    /// Signs an access token for a session of `user`.
+    pub fn issue_for(
+        &self,
+        user: &crate::store::UserRecord,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign(user.id, session_id, user.role, user.email_verified, now)
+    }
+
+    /// Signs an access token for a session of an unverified user with this role.
     pub fn issue(
         &self,
         user_id: Uuid,
@@ -191,20 +205,54 @@ impl AccessTokens {
         role: Role,
         now: DateTime<Utc>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let mut header = Header::new(self.algorithm);
-        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-        header.kid.clone_from(&self.signing_kid);
-        let claims = AccessClaims {
+        self.sign(user_id, session_id, role, false, now)
+    }
+
+    /// The claims an access token issued now for a session of `user` carries. The Better
+    /// Auth face authenticates by session token, and its callers carry these unsigned.
+    pub fn claims_for(
+        &self,
+        user: &crate::store::UserRecord,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> AccessClaims {
+        self.claims(user.id, session_id, user.role, user.email_verified, now)
+    }
+
+    fn claims(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        role: Role,
+        email_verified: bool,
+        now: DateTime<Utc>,
+    ) -> AccessClaims {
+        AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: user_id,
             sid: session_id,
             role,
+            email_verified,
             iat: now.timestamp(),
             nbf: now.timestamp(),
             exp: (now + self.ttl).timestamp(),
             jti: Uuid::now_v7(),
-        };
+        }
+    }
+
+    fn sign(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        role: Role,
+        email_verified: bool,
+        now: DateTime<Utc>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(self.algorithm);
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        header.kid.clone_from(&self.signing_kid);
+        let claims = self.claims(user_id, session_id, role, email_verified, now);
         jsonwebtoken::encode(&header, &claims, &self.signing_key)
     }
 
@@ -250,9 +298,22 @@ impl AccessTokens {
             _ => header.kid.as_deref().ok_or(TokenError::Invalid)?,
         };
         let key = self.verifying_keys.get(kid).ok_or(TokenError::UnknownKey)?;
-        jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
+        // `iat` is required by the claims' type: a token without it does not decode.
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| TokenError::Invalid)
+            .map_err(|_| TokenError::Invalid)?;
+        // A token living longer than this server issues was not made by its rules (a leaked
+        // signing key minting long-lived tokens): refused, whatever its signature.
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime_seconds() {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+
+    /// The longest `exp - iat` of the tokens issued: the TTL, rounded up to whole seconds.
+    fn max_lifetime_seconds(&self) -> i64 {
+        let subsecond = self.ttl - Duration::seconds(self.ttl.num_seconds());
+        self.ttl.num_seconds() + i64::from(subsecond > Duration::zero())
     }
 }
 
@@ -410,6 +471,40 @@ mod tests {
             .unwrap();
         assert_eq!(hs.verify(&ed_token, now), Err(TokenError::Invalid));
         assert!(hs.jwks()["keys"].as_array().unwrap().is_empty());
+    }
+
+    /// Signs `claims` with `key` as the server would, whatever they say.
+    fn mint(key: &SigningKeyRecord, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&key.private_key)).unwrap()
+    }
+
+    #[test]
+    fn tokens_living_longer_than_the_ttl_or_without_iat_are_refused() {
+        let (tokens, key) = eddsa_tokens();
+        let now = Utc::now().timestamp();
+        let claims = |iat: Option<i64>, exp: i64| {
+            let mut claims = serde_json::json!({
+                "iss": "http://issuer", "aud": "servauth", "sub": Uuid::now_v7(),
+                "sid": Uuid::now_v7(), "role": "user", "nbf": now, "exp": exp,
+                "jti": Uuid::now_v7(),
+            });
+            if let Some(iat) = iat {
+                claims["iat"] = iat.into();
+            }
+            claims
+        };
+        let at = Utc::now();
+        let within = mint(&key, &claims(Some(now), now + 900));
+        assert!(tokens.verify(&within, at).is_ok(), "exactly the TTL");
+        let long = mint(&key, &claims(Some(now), now + 901));
+        assert_eq!(tokens.verify(&long, at), Err(TokenError::Invalid));
+        let year = mint(&key, &claims(Some(now), now + 365 * 86_400));
+        assert_eq!(tokens.verify(&year, at), Err(TokenError::Invalid));
+        let no_iat = mint(&key, &claims(None, now + 60));
+        assert_eq!(tokens.verify(&no_iat, at), Err(TokenError::Invalid));
     }
 
     #[test]

@@ -57,6 +57,23 @@ where
             let error = FieldError::new("", "invalid_type", "The body must be a JSON object.");
             return Err(AuthError::Validation(vec![error]).into());
         }
+        // No store keeps U+0000 the same way (PostgreSQL refuses it in text, C strings end
+        // at it): refused here, before any of it reaches a database.
+        let mut with_nul = Vec::new();
+        find_nul_characters(&value, &mut String::new(), &mut with_nul);
+        if !with_nul.is_empty() {
+            let errors = with_nul
+                .into_iter()
+                .map(|field| {
+                    FieldError::new(
+                        field,
+                        "invalid_characters",
+                        "Must not contain the character U+0000.",
+                    )
+                })
+                .collect();
+            return Err(AuthError::Validation(errors).into());
+        }
         serde_path_to_error::deserialize(value)
             .map(ApiJson)
             .map_err(|error| {
@@ -64,6 +81,44 @@ where
                 let message = error.inner().to_string();
                 AuthError::Validation(vec![FieldError::new(field, "invalid_type", message)]).into()
             })
+    }
+}
+
+/// Appends to `found` the path (as `serde_path_to_error` writes it: `user.name`, `tags[2]`)
+/// of every string value or object key under `value` that contains U+0000; `path` is the
+/// path of `value`.
+pub(crate) fn find_nul_characters(
+    value: &serde_json::Value,
+    path: &mut String,
+    found: &mut Vec<String>,
+) {
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => found.push(path.clone()),
+        serde_json::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{index}]"));
+                find_nul_characters(item, path, found);
+                path.truncate(len);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (key, item) in fields {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                // The key is named with its NUL shown as `\u0000`, so the path is readable.
+                path.push_str(&key.replace('\0', "\\u0000"));
+                if key.contains('\0') {
+                    found.push(path.clone());
+                } else {
+                    find_nul_characters(item, path, found);
+                }
+                path.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -108,9 +163,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     }
 }
 
-/// The client's address: the socket peer, unless the peer is a trusted proxy; then the
-/// right-most address of `X-Forwarded-For` that is not itself a trusted proxy (everything
-/// left of it may be forged by the client).
+/// The client's address: the socket peer, unless the peer is a trusted proxy; then
+/// `X-Forwarded-For` is walked from the right (each proxy appends the address it got the
+/// request from) to the first address that is not a trusted proxy: everything left of it
+/// may be written by the client. An entry may be `IP`, `IP:port`, `[IPv6]` or
+/// `[IPv6]:port`. An entry that is none of those (`unknown`, an obfuscated name, garbage)
+/// ends the walk: what is left of it cannot be told apart from forgery, so the client is the
+/// nearest trusted hop already passed, the proxy that appended that entry.
 pub fn client_ip(
     peer: Option<IpAddr>,
     headers: &axum::http::HeaderMap,
@@ -121,16 +180,42 @@ pub fn client_ip(
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let forwarded: Vec<IpAddr> = headers
+    // Several headers read as one list, in order (RFC 9110 §5.3). A header that is not even
+    // text is an unparseable entry.
+    let values: Vec<Option<&str>> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-        .map(|ip| ip.to_canonical())
+        .map(|value| value.to_str().ok())
         .collect();
-    let client = forwarded.iter().rev().find(|ip| !is_trusted(ip));
-    Some(client.or(forwarded.first()).copied().unwrap_or(peer))
+    let mut nearest_trusted = peer;
+    for value in values.iter().rev() {
+        let Some(value) = value else {
+            return Some(nearest_trusted);
+        };
+        for entry in value.rsplit(',') {
+            let Some(ip) = forwarded_address(entry.trim()) else {
+                return Some(nearest_trusted);
+            };
+            if !is_trusted(&ip) {
+                return Some(ip);
+            }
+            nearest_trusted = ip;
+        }
+    }
+    Some(nearest_trusted)
+}
+
+/// The address of one `X-Forwarded-For` entry: `IP`, `IP:port`, `[IPv6]`, `[IPv6]:port`.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let ip = if let Ok(ip) = entry.parse::<IpAddr>() {
+        ip
+    } else if let Ok(socket) = entry.parse::<SocketAddr>() {
+        socket.ip()
+    } else {
+        let inner = entry.strip_prefix('[')?.strip_suffix(']')?;
+        IpAddr::V6(inner.parse::<std::net::Ipv6Addr>().ok()?)
+    };
+    Some(ip.to_canonical())
 }
 
 impl FromRequestParts<AppState> for ClientMeta {
@@ -166,6 +251,101 @@ mod tests {
         assert!(!is_json_media_type("text/plain"));
         assert!(!is_json_media_type("application/x-www-form-urlencoded"));
         assert!(!is_json_media_type("text/json+xml"));
+    }
+
+    fn with_nul(value: &serde_json::Value) -> Vec<String> {
+        let mut found = Vec::new();
+        find_nul_characters(value, &mut String::new(), &mut found);
+        found
+    }
+
+    #[test]
+    fn nul_characters_are_found_in_values_and_keys_anywhere() {
+        let value = serde_json::json!({
+            "email": "a\u{0}@example.com",
+            "password": "fine",
+            "user": {"name": "x\u{0}", "ok": "y"},
+            "tags": ["a", "\u{0}b"],
+            "k\u{0}ey": 1,
+        });
+        let mut found = with_nul(&value);
+        found.sort();
+        assert_eq!(found, ["email", "k\\u0000ey", "tags[1]", "user.name"]);
+        assert!(with_nul(&serde_json::json!({"a": "b", "n": 1, "c": [null]})).is_empty());
+    }
+
+    fn headers(forwarded: &[&str]) -> axum::http::HeaderMap {
+        let mut headers = axum::http::HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    const PROXY: &str = "10.0.0.1";
+
+    fn client(forwarded: &[&str]) -> Option<IpAddr> {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        client_ip(Some(ip(PROXY)), &headers(forwarded), &trusted)
+    }
+
+    #[test]
+    fn forwarded_entries_may_carry_ports_and_brackets() {
+        assert_eq!(client(&["203.0.113.7"]), Some(ip("203.0.113.7")));
+        assert_eq!(client(&["203.0.113.7:5678"]), Some(ip("203.0.113.7")));
+        assert_eq!(client(&["[2001:db8::1]:443"]), Some(ip("2001:db8::1")));
+        assert_eq!(client(&["[2001:db8::1]"]), Some(ip("2001:db8::1")));
+        assert_eq!(client(&["2001:db8::1"]), Some(ip("2001:db8::1")));
+        assert_eq!(
+            client(&[" 203.0.113.7 , 10.0.0.2 "]),
+            Some(ip("203.0.113.7"))
+        );
+        assert_eq!(client(&["::ffff:203.0.113.7"]), Some(ip("203.0.113.7")));
+    }
+
+    #[test]
+    fn a_client_written_left_entry_never_wins_over_the_appended_address() {
+        // The proxy appends `ip:port`; the client wrote the left entry itself.
+        assert_eq!(
+            client(&["6.6.6.6, 203.0.113.7:5123"]),
+            Some(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            client(&["6.6.6.6", "[2001:db8::7]:5123"]),
+            Some(ip("2001:db8::7"))
+        );
+    }
+
+    #[test]
+    fn an_unparseable_entry_stops_at_the_nearest_trusted_hop() {
+        assert_eq!(client(&["6.6.6.6, unknown"]), Some(ip(PROXY)));
+        assert_eq!(
+            client(&["6.6.6.6, unknown, 10.0.0.2"]),
+            Some(ip("10.0.0.2"))
+        );
+        assert_eq!(
+            client(&["6.6.6.6, garbage:1:2:3, 10.0.0.3:80"]),
+            Some(ip("10.0.0.3"))
+        );
+        assert_eq!(client(&["6.6.6.6, [2001:db8::1"]), Some(ip(PROXY)));
+        assert_eq!(client(&["6.6.6.6,"]), Some(ip(PROXY)), "an empty entry");
+    }
+
+    #[test]
+    fn untrusted_peers_and_all_trusted_chains() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let forged = headers(&["6.6.6.6"]);
+        assert_eq!(
+            client_ip(Some(ip("198.51.100.9")), &forged, &trusted),
+            Some(ip("198.51.100.9")),
+            "an untrusted peer's header is ignored"
+        );
+        assert_eq!(client(&[]), Some(ip(PROXY)));
+        assert_eq!(client(&["10.0.0.5, 10.0.0.2"]), Some(ip("10.0.0.5")));
     }
 }
 

@@ -2,6 +2,7 @@
 //! `routes/`, the status-code map in `problem.rs`, the frame of the OpenAPI document in
 //! `openapi.rs` and the reference page made from it in `reference.rs`.
 
+pub(crate) mod better_auth;
 mod extract;
 mod openapi;
 mod problem;
@@ -31,9 +32,10 @@ use routes::docs::ApiReference;
 
 /// The whole HTTP surface. Each route is registered with its `#[utoipa::path]`, so the
 /// OpenAPI document (`/openapi.json`, `/docs`) is made from the same list and cannot drift.
-/// Layers run outside-in in the reverse of the order listed: a request gets its id first,
-/// is then traced, gets its security headers on the way out, CORS answers preflights, and a
-/// panic anywhere inside becomes a 500 problem rather than a dropped connection.
+/// Layers run outside-in in the reverse of the order listed: a request gets its id (and its
+/// deadline) first, is then traced, gets its security headers on the way out, CORS answers
+/// preflights, a body that did not arrive in time is answered 408, and a panic anywhere
+/// inside becomes a 500 problem rather than a dropped connection.
 pub fn router(state: AppState) -> Router {
     use routes::{auth, docs, email, health, internal, me, password, sessions};
     let (mut router, mut api) = OpenApiRouter::with_openapi(openapi::base())
@@ -74,6 +76,11 @@ pub fn router(state: AppState) -> Router {
     if state.config.internal_secret.is_some() {
         router = router.merge(internal);
     }
+    // The Better Auth face: outside the OpenAPI document (it is Better Auth's protocol, not
+    // servauth's), inside every layer below (rate limit, metrics, limits, timeouts, CORS).
+    if let Some(face) = better_auth::router(&state.config) {
+        router = router.merge(face);
+    }
     router
         // Only matched routes: their template (`/auth/sessions/{id}`) is the metric label.
         .route_layer(middleware::from_fn_with_state(
@@ -90,6 +97,7 @@ pub fn router(state: AppState) -> Router {
                 "handler panicked"
             )))
         }))
+        .layer(middleware::from_fn(server::refuse_timed_out_bodies))
         .layer(cors(&state.config))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -104,7 +112,10 @@ pub fn router(state: AppState) -> Router {
                 // ERROR where they happen, and a 503 under load is no error worth a second line.
                 .on_failure(()),
         )
-        .layer(middleware::from_fn(request_id::middleware))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_id::middleware,
+        ))
         .with_state(state)
 }
 
@@ -141,6 +152,9 @@ fn cors(config: &Config) -> CorsLayer {
             HeaderName::from_static(request_id::HEADER),
             header::RETRY_AFTER,
             header::WWW_AUTHENTICATE,
+            // The Better Auth face's bearer and JWT plugins hand tokens out in these.
+            HeaderName::from_static("set-auth-token"),
+            HeaderName::from_static("set-auth-jwt"),
         ])
         .max_age(std::time::Duration::from_secs(600))
 }

@@ -23,7 +23,9 @@ A self-hosted authentication server: email + password accounts, short-lived JWT 
 tokens, rotating refresh tokens, per-device sessions, and a JWK Set for other services.
 
 JSON in and out. A request with a body sends `Content-Type: application/json` (else `415`); \
-bodies over 64 KiB get `413`; unknown fields are ignored. Every response carries \
+bodies over 64 KiB get `413`, bodies not sent whole within `SERVAUTH_BODY_TIMEOUT` `408`; \
+unknown fields are ignored. A request not answered within `SERVAUTH_REQUEST_TIMEOUT` gets \
+`503 timeout` (its work still completes). Every response carries \
 `X-Request-Id` (the request's own when it is 1-128 chars of `[A-Za-z0-9._-]`). Errors are \
 RFC 9457 problem details (`application/problem+json`) whose `code` is the stable, \
 machine-readable part. An undocumented method on a documented path answers \
@@ -284,7 +286,16 @@ problem_responses! {
     );
     /// 403 of the operations that ask for the password again.
     PasswordRefused => problem(
-        "`invalid_credentials`: the password given to confirm the change is wrong.",
+        "`invalid_credentials`: the password given to confirm the change is wrong; \
+         `email_not_verified`: `SERVAUTH_REQUIRE_VERIFIED_EMAIL` is set and the caller's \
+         address is not verified yet.",
+        "Problem",
+    ).build();
+    /// 403 of refresh.
+    RefreshForbidden => problem(
+        "`csrf_failed`: the refresh cookie came without the session's `X-CSRF-Token`, or from \
+         an origin that is not allowed; `email_not_verified`: `SERVAUTH_REQUIRE_VERIFIED_EMAIL` \
+         is set and the address is not verified yet.",
         "Problem",
     ).build();
     /// 403 of the operations that accept the refresh cookie.
@@ -293,10 +304,10 @@ problem_responses! {
          an origin that is not allowed.",
         "Problem",
     ).build();
-    /// 403 of login when verified addresses are required.
+    /// 403 of login and the signed-in reads when verified addresses are required.
     EmailNotVerified => problem(
-        "`email_not_verified`: the password is right, but `SERVAUTH_REQUIRE_VERIFIED_EMAIL` is \
-         set and the address is not verified yet.",
+        "`email_not_verified`: `SERVAUTH_REQUIRE_VERIFIED_EMAIL` is set and the address is not \
+         verified yet (at login: the password was right).",
         "Problem",
     ).build();
     /// 404 of a session of the caller's.
@@ -326,6 +337,12 @@ problem_responses! {
         "`email_taken`: the link confirms a change to an address another account took meanwhile.",
         "Problem",
     ).build();
+    /// 408 for every operation that reads a JSON body.
+    RequestTimeout => problem(
+        "`request_timeout`: the body did not arrive whole within `SERVAUTH_BODY_TIMEOUT`; the \
+         connection is closed.",
+        "Problem",
+    ).build();
     /// 413 for every operation that reads a JSON body.
     PayloadTooLarge => problem("`payload_too_large`: the body is over 64 KiB.", "Problem").build();
     /// 415 for every operation that reads a JSON body.
@@ -347,22 +364,25 @@ problem_responses! {
     );
     /// 503 for every operation that needs the database.
     NotReady => unavailable(
-        "`not_ready`: the server is still starting (database, migrations, keys).",
+        "`not_ready`: the server is still starting (database, migrations, keys); `timeout`: \
+         no answer within `SERVAUTH_REQUEST_TIMEOUT` (what the request started still completes).",
     );
     /// 503 for the operations that hash a password.
     NotReadyOrOverloaded => unavailable(
         "`not_ready`: the server is still starting; `overloaded`: too many passwords are \
-         waiting to be hashed.",
+         waiting to be hashed; `timeout`: no answer within `SERVAUTH_REQUEST_TIMEOUT` (what \
+         the request started still completes).",
     );
 }
 
-/// 413, 415 and 422: how [`ApiJson`](super::ApiJson) refuses a body, for every operation that
+/// 408, 413, 415 and 422: how [`ApiJson`](super::ApiJson) refuses a body, for every operation that
 /// reads one. (Each lists its 400 itself: a few give it another `code` as well.)
 pub struct JsonBodyProblems;
 
 impl IntoResponses for JsonBodyProblems {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         [
+            ("408", RequestTimeout::response().0),
             ("413", PayloadTooLarge::response().0),
             ("415", UnsupportedMediaType::response().0),
             ("422", ValidationFailed::response().0),

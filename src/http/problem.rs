@@ -29,6 +29,13 @@ pub enum ApiError {
     /// `405`: the route exists, the method does not (the router adds `Allow`).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// `408`: the body did not arrive whole within `SERVAUTH_BODY_TIMEOUT`; the connection
+    /// is closed after the answer.
+    #[error("request body timed out")]
+    RequestTimeout,
+    /// `503`: no answer within `SERVAUTH_REQUEST_TIMEOUT` (the work goes on to its end).
+    #[error("request timed out")]
+    Timeout,
     /// `503`: the server is still connecting to its database at start.
     #[error("not ready")]
     NotReady,
@@ -216,6 +223,19 @@ impl ApiError {
                 "This path does not accept this method.",
                 Challenge::None,
             ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body did not arrive in time.",
+                Challenge::None,
+            ),
+            Self::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "The server did not answer in time; what the request started still completes. \
+                 Check before retrying a change.",
+                Challenge::None,
+            ),
             Self::NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
@@ -279,6 +299,11 @@ impl IntoResponse for ApiError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::RequestTimeout = self {
+            // The rest of the body may still be on its way: the connection cannot carry
+            // another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

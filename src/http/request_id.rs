@@ -8,14 +8,20 @@
 //! connections sound: sqlx 0.9 leaves a PostgreSQL connection inside an open transaction when
 //! a future is dropped during `BEGIN` (transact-rs/sqlx#4393, fixed upstream after 0.9.0),
 //! and the pool would hand it to the next request.
+//!
+//! The same task is what lets a request be answered `503 timeout` when it takes longer than
+//! `SERVAUTH_REQUEST_TIMEOUT` without cutting its work short: the answer stops waiting for
+//! the task, the task runs on to its end (health probes, bounded by their own timeouts, are
+//! never cut).
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use tracing::Instrument as _;
 
 use super::problem::ApiError;
+use crate::app::AppState;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -41,23 +47,46 @@ fn acceptable(value: &HeaderValue) -> Option<String> {
     ok.then(|| value.to_owned())
 }
 
-pub async fn middleware(mut request: Request, next: Next) -> Response {
+/// Gives the request its id, runs the rest in a task of its own, and answers `503 timeout`
+/// when that task has not answered within the request timeout.
+pub async fn middleware(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let id = request
         .headers()
         .get(HEADER)
         .and_then(acceptable)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
+    let deadline =
+        (!super::server::is_probe(request.uri().path())).then_some(state.config.request_timeout);
     let work = CURRENT.scope(id.clone(), next.run(request));
-    let mut response = match tokio::spawn(work.in_current_span()).await {
-        Ok(response) => response,
+    let task = tokio::spawn(work.in_current_span());
+    let finished = match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, task).await,
+        None => Ok(task.await),
+    };
+    let mut response = match finished {
+        Ok(Ok(response)) => response,
         // Panics are caught further in; this is a task that could not finish at all.
-        Err(error) => {
+        Ok(Err(error)) => {
             CURRENT
                 .scope(id.clone(), async {
                     ApiError::Internal(anyhow::anyhow!("request task failed: {error}"))
                         .into_response()
                 })
+                .await
+        }
+        // Dropping the handle detaches the task: the work goes on.
+        Err(_) => {
+            tracing::warn!(
+                request_id = %id,
+                "no answer within SERVAUTH_REQUEST_TIMEOUT; answered 503, the work goes on"
+            );
+            CURRENT
+                .scope(id.clone(), async { ApiError::Timeout.into_response() })
                 .await
         }
     };

@@ -20,6 +20,12 @@
 //! arrival order (Tokio's semaphore is fair), and health probes never wait, so a stalled
 //! database cannot make `/live` look dead.
 //!
+//! Before a request takes its place, its body is read whole (up to one byte past the body
+//! limit, so the router's `413` still answers an oversized one), within
+//! `SERVAUTH_BODY_TIMEOUT`: a client trickling a body holds its connection, never a place,
+//! and one that has not sent it all in time is marked [`BodyTimedOut`], which the router
+//! answers `408` (with the request id, like every problem) and closes the connection.
+//!
 //! Otherwise this does what `axum::serve` does: the peer's address as `ConnectInfo`, and
 //! accept errors such as running out of file descriptors logged and retried after a pause.
 
@@ -32,7 +38,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
+use futures::StreamExt as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -40,6 +48,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
+
+use super::BODY_LIMIT;
 
 /// How long to wait after an accept error that is not about one connection (e.g. `EMFILE`).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -63,7 +73,14 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Requests handled at once (health probes not counted).
     pub max_in_flight: usize,
+    /// How long a request's whole body may take to arrive.
+    pub body_timeout: Duration,
 }
+
+/// In the extensions of a request whose body did not arrive whole within the body timeout;
+/// its body is then empty. The router answers it `408 request_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimedOut;
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets open
 /// connections finish their requests (idle ones close at once) and returns when all have
@@ -104,7 +121,13 @@ pub async fn serve(
         };
         // Responses are written whole; no reason to hold the last segment back.
         let _ = stream.set_nodelay(true);
-        let service = peer_service(router.clone(), in_flight.clone(), requests.clone(), peer);
+        let service = peer_service(
+            router.clone(),
+            in_flight.clone(),
+            requests.clone(),
+            peer,
+            settings.body_timeout,
+        );
         let watcher = connections.watcher();
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
@@ -131,6 +154,7 @@ fn peer_service(
     in_flight: Arc<Semaphore>,
     requests: Arc<AtomicU64>,
     peer: SocketAddr,
+    body_timeout: Duration,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -139,14 +163,18 @@ fn peer_service(
 > + Clone
 + Send
 + 'static {
-    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
+    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         requests.fetch_add(1, Ordering::Relaxed);
         let router = router.clone();
         let in_flight = in_flight.clone();
         async move {
-            // The semaphore is never closed, so a place always comes.
-            let _place = if is_probe(request.uri().path()) {
+            let mut request = read_body(request, body_timeout).await;
+            request.extensions_mut().insert(ConnectInfo(peer));
+            // A timed-out request is answered at once: it needs no place. The semaphore is
+            // never closed, so a place always comes.
+            let _place = if is_probe(request.uri().path())
+                || request.extensions().get::<BodyTimedOut>().is_some()
+            {
                 None
             } else {
                 in_flight.acquire_owned().await.ok()
@@ -156,9 +184,67 @@ fn peer_service(
     })
 }
 
+/// The request with its body read into memory within `timeout`: at most one byte past
+/// [`BODY_LIMIT`] of it (enough for the router to answer `413`), or, when the client
+/// failed while sending it, what came before and then that error (the router answers as it
+/// would have). A body announced as too large by its `Content-Length` is not read: the
+/// router refuses it from the header alone.
+async fn read_body(request: hyper::Request<Incoming>, timeout: Duration) -> hyper::Request<Body> {
+    let (mut parts, incoming) = request.into_parts();
+    if hyper::body::Body::is_end_stream(&incoming)
+        || hyper::body::Body::size_hint(&incoming)
+            .lower()
+            .try_into()
+            .is_ok_and(|lower: usize| lower > BODY_LIMIT)
+    {
+        return hyper::Request::from_parts(parts, Body::new(incoming));
+    }
+    let mut stream = Body::new(incoming).into_data_stream();
+    let mut read = Vec::new();
+    let collect = async {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    read.extend_from_slice(&chunk);
+                    if read.len() > BODY_LIMIT {
+                        read.truncate(BODY_LIMIT + 1);
+                        return Ok(());
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    };
+    let body = match tokio::time::timeout(timeout, collect).await {
+        Ok(Ok(())) => Body::from(read),
+        Ok(Err(error)) => {
+            let frames = [Ok(Bytes::from(read)), Err(error)];
+            Body::from_stream(futures::stream::iter(frames))
+        }
+        Err(_) => {
+            parts.extensions.insert(BodyTimedOut);
+            Body::empty()
+        }
+    };
+    hyper::Request::from_parts(parts, body)
+}
+
+/// The router's answer to a request marked [`BodyTimedOut`]: `408 request_timeout` (which
+/// closes the connection), before any handler sees its empty body.
+pub async fn refuse_timed_out_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.extensions().get::<BodyTimedOut>().is_some() {
+        return axum::response::IntoResponse::into_response(super::ApiError::RequestTimeout);
+    }
+    next.run(request).await
+}
+
 /// Health and metrics endpoints: cheap, bounded by their own timeouts, and needed most
 /// while other requests queue.
-fn is_probe(path: &str) -> bool {
+pub(super) fn is_probe(path: &str) -> bool {
     matches!(path, "/live" | "/ready" | "/health" | "/metrics")
 }
 

@@ -1,7 +1,8 @@
 //! Outgoing mail. Requests put messages on a bounded queue ([`Mailer::send`] never waits);
 //! a worker delivers them over SMTP (lettre), retrying a failed delivery a few times with
-//! backoff and logging every failure. With no SMTP server configured, messages (links
-//! included) are written to the log instead, so local development needs nothing else.
+//! backoff and logging every failure. With no SMTP server configured, mail is not sent: a
+//! log line says so, without the message (its links are credentials). Only in development,
+//! with `SERVAUTH_DEV_LOG_MAIL=true`, is each message, links included, written to the log.
 
 mod templates;
 
@@ -34,7 +35,11 @@ pub struct Mailer {
 
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Log,
+    /// No SMTP server: one log line per message, with its text (links included) only when
+    /// `with_body` (`SERVAUTH_DEV_LOG_MAIL`).
+    Log {
+        with_body: bool,
+    },
 }
 
 /// Messages that may wait for delivery; beyond that a message is dropped with an error log
@@ -58,7 +63,20 @@ impl Mailer {
                     .timeout(Some(SMTP_TIMEOUT))
                     .build(),
             ),
-            None => Transport::Log,
+            None if config.dev_log_mail => {
+                tracing::warn!(
+                    "no SMTP server configured and SERVAUTH_DEV_LOG_MAIL=true: every message, \
+                     links included, is written to the log (for development only)"
+                );
+                Transport::Log { with_body: true }
+            }
+            None => {
+                tracing::warn!(
+                    "no SMTP server configured (SERVAUTH_SMTP_URL): mail is not sent, so \
+                     password resets and address verification cannot reach anyone"
+                );
+                Transport::Log { with_body: false }
+            }
         };
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         tokio::spawn(deliver_all(
@@ -99,14 +117,23 @@ async fn deliver_all(
 
 async fn deliver(transport: &Transport, from: &Mailbox, email: OutgoingEmail) {
     let smtp = match transport {
-        Transport::Log => {
+        Transport::Log { with_body: true } => {
             tracing::info!(
                 to = %email.to,
                 subject = %email.subject,
                 body = %email.text,
-                "email not sent: no SMTP server configured (SERVAUTH_SMTP_URL)"
+                "email not sent: no SMTP server configured (SERVAUTH_SMTP_URL); \
+                 logged whole for development (SERVAUTH_DEV_LOG_MAIL)"
             );
             metrics::counter!("servauth_emails_total", "outcome" => "logged").increment(1);
+            return;
+        }
+        Transport::Log { with_body: false } => {
+            tracing::warn!(
+                subject = %email.subject,
+                "mail not sent: no SMTP server configured (SERVAUTH_SMTP_URL)"
+            );
+            metrics::counter!("servauth_emails_total", "outcome" => "not_sent").increment(1);
             return;
         }
         Transport::Smtp(smtp) => smtp,

@@ -72,6 +72,22 @@ impl Templates {
         )
     }
 
+    /// To an address that already has an account, when another account asked to move to
+    /// it: nothing changes, and the owner learns that someone tried (the asker is told
+    /// nothing, so the address's registration stays private).
+    pub fn email_change_to_taken_address(&self, to: &str) -> OutgoingEmail {
+        message(
+            to,
+            "Someone tried to use your email address",
+            &[
+                "Someone signed in to another account asked to change that account's email address to this one.",
+                "Nothing was changed: this address stays with your account.",
+                "If you know about this, there is nothing to do. Otherwise you may ignore this message.",
+            ],
+            None,
+        )
+    }
+
     pub fn email_change_requested(&self, to: &str, new_address: &str) -> OutgoingEmail {
         message(
             to,

@@ -93,6 +93,10 @@ pub struct UserRecord {
     pub id: Uuid,
     pub email: String,
     pub username: Option<String>,
+    /// A display name (Better Auth's `name`), 1 to 100 characters; `None` when unset.
+    pub name: Option<String>,
+    /// An absolute http(s) URL of the user's picture (Better Auth's `image`).
+    pub image: Option<String>,
     pub email_verified: bool,
     pub role: Role,
     pub pending_email: Option<String>,
@@ -107,6 +111,14 @@ pub struct UserCredentials {
     pub password_hash: String,
 }
 
+/// A user's address and its comparison key as stored (for bringing keys to a new rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEmailKey {
+    pub user_id: Uuid,
+    pub email: String,
+    pub email_key: String,
+}
+
 /// A user to insert. `email_key` and `username_key` are the lowercased identity values the
 /// unique indexes are on; the caller computes them (one rule for both backends).
 #[derive(Debug, Clone)]
@@ -116,6 +128,10 @@ pub struct NewUser {
     pub email_key: String,
     pub username: Option<String>,
     pub username_key: Option<String>,
+    /// The display name, already validated by the caller.
+    pub name: Option<String>,
+    /// The picture URL, already validated by the caller.
+    pub image: Option<String>,
     pub password_hash: String,
     pub email_verified: bool,
     pub role: Role,
@@ -129,6 +145,10 @@ pub struct ProfileChange {
     pub username: Option<Option<(String, String)>>,
     /// `Some(None)` clears a pending email change; `Some(Some(email))` records one.
     pub pending_email: Option<Option<String>>,
+    /// `Some(None)` removes the display name; `Some(Some(name))` sets it.
+    pub name: Option<Option<String>>,
+    /// `Some(None)` removes the picture URL; `Some(Some(url))` sets it.
+    pub image: Option<Option<String>>,
 }
 
 /// A session (a login on one device) to insert, with its first refresh token.
@@ -161,8 +181,32 @@ pub struct SessionRecord {
     pub ip: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: DateTime<Utc>,
+    /// End of the session: absolute for the REST face's sessions; for a Better Auth
+    /// session, the sliding expiry (never past `created_at + SERVAUTH_SESSION_TTL`).
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// `false` for a Better Auth session opened with `rememberMe: false` (never slid);
+    /// `true` otherwise.
+    pub remember: bool,
+}
+
+/// A Better Auth session to insert: its credential is a session token (stored only as its
+/// SHA-256), not a refresh token, so it has no `refresh_tokens` row.
+#[derive(Debug, Clone)]
+pub struct NewTokenSession {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// SHA-256 of the session token.
+    pub token_hash: Vec<u8>,
+    /// See [`SessionRecord::remember`].
+    pub remember: bool,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub now: DateTime<Utc>,
+    /// The first expiry (Better Auth's `expiresIn` from now, within the absolute cap).
+    pub expires_at: DateTime<Utc>,
+    /// As [`NewSession::password_hash`].
+    pub password_hash: Option<String>,
 }
 
 /// A refresh token as stored, with its session, whatever their state (the caller judges:
@@ -290,6 +334,28 @@ pub enum EmailConfirmation {
     Invalid,
 }
 
+/// What [`Store::prune`] deletes.
+#[derive(Debug, Clone, Copy)]
+pub struct Pruning {
+    /// Sessions revoked or expired before this go, with their refresh tokens; one-time tokens
+    /// used or expired before this go.
+    pub ended_before: DateTime<Utc>,
+    /// Refresh tokens never rotated and expired before this go (they can only be refused).
+    pub now: DateTime<Utc>,
+    /// Rotated refresh tokens rotated before this lose their sealed successor (the grace
+    /// replay is over); their hash stays until the session ends, for reuse detection.
+    pub rotated_before: DateTime<Utc>,
+}
+
+/// How many rows [`Store::prune`] deleted (or, for successors, emptied).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub sessions: u64,
+    pub refresh_tokens: u64,
+    pub successors: u64,
+    pub one_time_tokens: u64,
+}
+
 /// The persistence the services need. Implemented by [`SqliteStore`] and [`PostgresStore`].
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -297,7 +363,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn backend(&self) -> &'static str;
 
     /// Applies the embedded migrations (PostgreSQL: under an advisory lock, so replicas
-    /// starting together apply them exactly once).
+    /// starting together apply them exactly once), then brings every stored email key to
+    /// the current comparison rule ([`rekey_email_addresses`]).
     async fn migrate(&self) -> StoreResult<()>;
 
     /// Answers when the database does (a trivial query).
@@ -332,7 +399,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn find_credentials(&self, id: Uuid) -> StoreResult<Option<UserCredentials>>;
 
     /// Applies a profile change and sets `updated_at`. `None` when the user is gone;
-    /// `UsernameTaken` when the new username is someone else's.
+    /// `UsernameTaken` when the new username is someone else's. Any change of
+    /// `pending_email` (a new one, or clearing it) also retires the user's unused
+    /// email-change tokens, in the same transaction: only a link for the pending address, sent
+    /// after this change, can confirm it.
     async fn update_profile(
         &self,
         id: Uuid,
@@ -355,6 +425,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `false` when there was no such user.
     async fn delete_user(&self, id: Uuid) -> StoreResult<bool>;
 
+    /// Every user whose `email_key` has a character outside ASCII, with the address: the
+    /// only keys a change of the comparison rule has changed (an ASCII key has been the
+    /// lowercased address under every rule). In no particular order.
+    async fn users_with_non_ascii_email_keys(&self) -> StoreResult<Vec<StoredEmailKey>>;
+
+    /// Replaces the user's `email_key` `replacing` with `email_key`, leaving `updated_at`
+    /// (the address is the same). `false` when the user is gone or its key is no longer
+    /// `replacing` (an email change came first); `EmailTaken` when another user has the key.
+    async fn replace_email_key(
+        &self,
+        id: Uuid,
+        replacing: &str,
+        email_key: &str,
+    ) -> StoreResult<bool>;
+
     // ---- sessions ----------------------------------------------------------------------
 
     /// Inserts a session and its first refresh token, in one transaction, if the user exists
@@ -373,6 +458,42 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>>;
 
+    /// Inserts a Better Auth session holding a session token (see [`NewTokenSession`]), on
+    /// the same terms as [`Store::create_session`]: `None` (nothing written) when the user is
+    /// gone or, with `password_hash` set, no longer has that hash.
+    async fn create_token_session(
+        &self,
+        session: NewTokenSession,
+    ) -> StoreResult<Option<SessionRecord>>;
+
+    /// The live session (not revoked, not expired at `now`) holding the session token with
+    /// this hash, with its user.
+    async fn find_token_session(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(SessionRecord, UserRecord)>>;
+
+    /// Slides a live session's expiry: `expires_at` becomes `expires_at.min(cap)` (`cap` is
+    /// the session's absolute end, which no slide passes) and `last_used_at` becomes `now`.
+    /// The updated session, or `None` when it is no longer live at `now` (nothing changed).
+    async fn slide_session(
+        &self,
+        session_id: Uuid,
+        expires_at: DateTime<Utc>,
+        cap: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionRecord>>;
+
+    /// Revokes the live session of `user_id` holding the session token with this hash.
+    /// `false` when there is none (unknown token, another user's, already ended).
+    async fn revoke_token_session(
+        &self,
+        user_id: Uuid,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
     /// The refresh token with this hash and its session, in whatever state they are.
     async fn find_refresh_token(
         &self,
@@ -383,6 +504,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// one token, at most one gets `Rotated`; the rest see the rotation (`Replayed` within the
     /// grace window, `Reused` after it).
     async fn rotate_refresh_token(&self, rotation: Rotation) -> StoreResult<RotationOutcome>;
+
+    /// The sealed successor kept on a rotated refresh token's row (see [`Rotation`]), if the
+    /// token with this hash was rotated and its successor is still kept.
+    async fn refresh_successor(&self, refresh_hash: &[u8]) -> StoreResult<Option<Vec<u8>>>;
 
     /// The user's live sessions (not revoked, not expired), newest first.
     async fn list_live_sessions(
@@ -400,7 +525,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
 
-    /// Revokes every live session of the user, except `keep` when given. Returns how many.
+    /// Revokes every live session of the user, except `keep` when given, and ends a pending
+    /// email change (clears `pending_email`, retires the unused email-change tokens), in one
+    /// transaction: signing out everywhere also takes back what a session started. Returns
+    /// how many sessions were revoked.
     async fn revoke_user_sessions(
         &self,
         user_id: Uuid,
@@ -424,8 +552,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Uses up a password-reset token and applies it, atomically (of concurrent calls with
     /// one token, at most one succeeds): the token must be unused and unexpired; the
-    /// password hash is replaced, every session of the user is revoked and the user's other
-    /// reset tokens are retired. Returns the user, or `None` when the token was not usable.
+    /// password hash is replaced, every session of the user is revoked, the user's other
+    /// reset tokens are retired and a pending email change ends (`pending_email` cleared, its
+    /// tokens retired: whoever started it may have known the password being replaced).
+    /// Returns the user, or `None` when the token was not usable.
     async fn reset_password(
         &self,
         token_hash: &[u8],
@@ -439,16 +569,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `pending_email`; it becomes the address (`email_key` = `Email::key_of`), verified,
     /// `pending_email` is cleared, and every unused reset, verification and email-change
     /// token of the user is retired (they were bound to the old address). A unique
-    /// violation on the new address is `EmailTaken` with nothing changed.
+    /// violation on the new address is `EmailTaken` with nothing changed. A change also
+    /// revokes every live session of the user but `keep` (the confirming client's own, if it
+    /// sent one): the account's identity moved, so sessions opened before it do not follow.
     async fn confirm_email(
         &self,
         token_hash: &[u8],
+        keep: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> StoreResult<EmailConfirmation>;
 
     /// Sets a new password hash after a password change, atomically revoking every other
-    /// live session of the user (all but `keep`) and retiring the user's unused reset
-    /// tokens. `false` when the user is gone.
+    /// live session of the user (all but `keep`), retiring the user's unused reset tokens and
+    /// ending a pending email change (as [`Store::reset_password`] does). `false` when the
+    /// user is gone.
     async fn change_password(
         &self,
         user_id: Uuid,
@@ -456,6 +590,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         keep: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+
+    // ---- upkeep ------------------------------------------------------------------------
+
+    /// Deletes what nothing needs any more (see [`Pruning`]), in batches so that no write
+    /// holds the database for long. Returns how many rows of each kind went.
+    async fn prune(&self, pruning: Pruning) -> StoreResult<Pruned>;
+
+    /// The secret named `name`: `candidate` is stored if there is none yet, atomically, so
+    /// replicas starting together agree on one value.
+    async fn ensure_secret(
+        &self,
+        name: &str,
+        candidate: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<u8>>;
 
     // ---- signing keys ------------------------------------------------------------------
 
@@ -481,6 +630,70 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         retired_after: DateTime<Utc>,
     ) -> StoreResult<Vec<SigningKeyRecord>>;
+
+    /// Replaces the stored private part of the key `kid` with `private_key` (the same key,
+    /// sealed or sealed anew: `servauth keys encrypt`), only while it still holds `previous`,
+    /// so two runs at once cannot overwrite each other's result with a stale one. `false`
+    /// when no key `kid` holds `previous`.
+    async fn replace_signing_private_key(
+        &self,
+        kid: &str,
+        previous: &[u8],
+        private_key: &[u8],
+    ) -> StoreResult<bool>;
+}
+
+/// What [`rekey_email_addresses`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rekeyed {
+    /// Keys replaced by the current rule's.
+    pub changed: usize,
+    /// Keys left as they were because another account already has the current rule's key.
+    pub collisions: usize,
+}
+
+/// Brings the `email_key` of every account to the current comparison rule
+/// ([`Email::key_of`](crate::domain::Email::key_of): NFKC, the domain as its IDNA A-label),
+/// after the migrations. Only non-ASCII keys can differ, so only those are read. A key that
+/// another account already holds under the new rule (two addresses that now compare
+/// equal) is left as it was and logged with both user ids, for an operator to settle;
+/// nothing else about either account changes. Safe to run again and from replicas at once.
+pub async fn rekey_email_addresses(store: &dyn Store) -> StoreResult<Rekeyed> {
+    let mut rekeyed = Rekeyed::default();
+    for stored in store.users_with_non_ascii_email_keys().await? {
+        let key = crate::domain::Email::key_of(&stored.email);
+        if key == stored.email_key {
+            continue;
+        }
+        match store
+            .replace_email_key(stored.user_id, &stored.email_key, &key)
+            .await
+        {
+            Ok(true) => rekeyed.changed += 1,
+            Ok(false) => {}
+            Err(StoreError::EmailTaken) => {
+                rekeyed.collisions += 1;
+                let holder = store
+                    .find_credentials_by_email_key(&key)
+                    .await?
+                    .map(|found| found.user.id.to_string());
+                tracing::warn!(
+                    user.id = %stored.user_id,
+                    other_user.id = holder.as_deref().unwrap_or("unknown"),
+                    "email key left as it was: another account has the same address under \
+                     the current comparison rule"
+                );
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if rekeyed.changed > 0 {
+        tracing::info!(
+            changed = rekeyed.changed,
+            "email keys brought to the current comparison rule"
+        );
+    }
+    Ok(rekeyed)
 }
 
 /// Connects to the database the URL names: `sqlite:` (file created if missing, WAL mode)

@@ -37,9 +37,10 @@ use uuid::Uuid;
 
 use super::batch::Batcher;
 use super::{
-    EmailConfirmation, NewOneTimeToken, NewSession, NewUser, OneTimeTokenRecord, ProfileChange,
-    RefreshTokenRecord, Role, Rotation, RotationOutcome, SessionRecord, SigningKeyRecord, Store,
-    StoreError, StoreResult, TokenPurpose, UserCredentials, UserRecord,
+    EmailConfirmation, NewOneTimeToken, NewSession, NewTokenSession, NewUser, OneTimeTokenRecord,
+    ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation, RotationOutcome,
+    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose, UserCredentials,
+    UserRecord,
 };
 use crate::domain::Email;
 
@@ -67,14 +68,15 @@ const SIGNING_KEY_LOCK: i64 = 0x7365_7276_6175_7468;
 /// The columns of [`UserRecord`], in `users`.
 macro_rules! user_columns {
     () => {
-        "id, email, username, email_verified, role, pending_email, created_at, updated_at"
+        "id, email, username, name, image, email_verified, role, pending_email, created_at, \
+         updated_at"
     };
 }
 
 /// The columns of [`SessionRecord`], in `sessions`.
 macro_rules! session_columns {
     () => {
-        "id, user_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at"
+        "id, user_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at, remember"
     };
 }
 
@@ -84,7 +86,7 @@ macro_rules! session_columns {
 macro_rules! refresh_token_columns {
     () => {
         "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
-         s.revoked_at, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
+         s.revoked_at, s.remember, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
          t.expires_at AS token_expires_at, t.rotated_at AS token_rotated_at"
     };
 }
@@ -222,6 +224,8 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord, sqlx::Error> {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
         username: row.try_get("username")?,
+        name: row.try_get("name")?,
+        image: row.try_get("image")?,
         email_verified: row.try_get("email_verified")?,
         role: Role::from_stored(row.try_get("role")?),
         pending_email: row.try_get("pending_email")?,
@@ -238,15 +242,27 @@ fn credentials_from_row(row: &PgRow) -> Result<UserCredentials, sqlx::Error> {
 }
 
 fn session_from_row(row: &PgRow) -> Result<SessionRecord, sqlx::Error> {
+    session_from_columns(row, "id", "created_at")
+}
+
+/// A [`SessionRecord`] from a row with the session's id and creation time in the columns
+/// named by `id` and `created_at`, the rest under their own names (a join with `users`
+/// renames the two that clash).
+fn session_from_columns(
+    row: &PgRow,
+    id: &str,
+    created_at: &str,
+) -> Result<SessionRecord, sqlx::Error> {
     Ok(SessionRecord {
-        id: row.try_get("id")?,
+        id: row.try_get(id)?,
         user_id: row.try_get("user_id")?,
         user_agent: row.try_get("user_agent")?,
         ip: row.try_get("ip")?,
-        created_at: row.try_get("created_at")?,
+        created_at: row.try_get(created_at)?,
         last_used_at: row.try_get("last_used_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        remember: row.try_get("remember")?,
     })
 }
 
@@ -367,6 +383,48 @@ async fn retire_one_time_tokens(
     Ok(result.rows_affected())
 }
 
+/// Ends the user's pending email change, if any: `pending_email` is cleared and its unused
+/// tokens are retired. Locks the user row, then its tokens (the module's lock order).
+async fn end_email_change(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET pending_email = NULL WHERE id = $1 AND pending_email IS NOT NULL",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    retire_one_time_tokens(conn, user_id, Some(TokenPurpose::EmailChange), now).await?;
+    Ok(())
+}
+
+/// Rows one pruning statement deletes at most.
+const PRUNE_BATCH: i64 = 2_000;
+
+/// Runs `statement` (`$1`: the cut-off, `$2`: the batch size) until it affects fewer than a
+/// batch of rows; the total affected.
+async fn prune_in_batches(
+    pool: &PgPool,
+    statement: &'static str,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let affected = sqlx::query(statement)
+            .bind(cutoff)
+            .bind(PRUNE_BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += affected;
+        if affected < u64::try_from(PRUNE_BATCH).unwrap_or(u64::MAX) {
+            return Ok(total);
+        }
+    }
+}
+
 /// Revokes the user's live sessions at `now`, all but `keep` when given.
 async fn revoke_live_sessions(
     conn: &mut PgConnection,
@@ -407,6 +465,7 @@ impl Store for PostgresStore {
     async fn migrate(&self) -> StoreResult<()> {
         // Locking stays on (the default): see `MIGRATOR`.
         MIGRATOR.run(&self.pool).await?;
+        super::rekey_email_addresses(self).await?;
         Ok(())
     }
 
@@ -424,8 +483,8 @@ impl Store for PostgresStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<UserRecord> {
         let row = sqlx::query(concat!(
             "INSERT INTO users (id, email, email_key, username, username_key, password_hash, \
-             email_verified, role, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING ",
+             email_verified, role, created_at, updated_at, name, image) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11) RETURNING ",
             user_columns!()
         ))
         .bind(user.id)
@@ -437,6 +496,8 @@ impl Store for PostgresStore {
         .bind(user.email_verified)
         .bind(user.role.as_str())
         .bind(user.now)
+        .bind(&user.name)
+        .bind(&user.image)
         .fetch_one(&self.pool)
         .await
         .map_err(map_unique_violation)?;
@@ -494,11 +555,19 @@ impl Store for PostgresStore {
         let (username, username_key) = change.username.flatten().unzip();
         let set_pending_email = change.pending_email.is_some();
         let pending_email = change.pending_email.flatten();
+        let set_name = change.name.is_some();
+        let name = change.name.flatten();
+        let set_image = change.image.is_some();
+        let image = change.image.flatten();
+        // The user row first, then its tokens (the module's lock order).
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(concat!(
             "UPDATE users SET \
              username = CASE WHEN $1 THEN $2 ELSE username END, \
              username_key = CASE WHEN $1 THEN $3 ELSE username_key END, \
              pending_email = CASE WHEN $4 THEN $5 ELSE pending_email END, \
+             name = CASE WHEN $8 THEN $9 ELSE name END, \
+             image = CASE WHEN $10 THEN $11 ELSE image END, \
              updated_at = $6 \
              WHERE id = $7 RETURNING ",
             user_columns!()
@@ -510,10 +579,19 @@ impl Store for PostgresStore {
         .bind(pending_email)
         .bind(now)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .bind(set_name)
+        .bind(name)
+        .bind(set_image)
+        .bind(image)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(map_unique_violation)?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        let user = row.as_ref().map(user_from_row).transpose()?;
+        if user.is_some() && set_pending_email {
+            retire_one_time_tokens(&mut tx, id, Some(TokenPurpose::EmailChange), now).await?;
+        }
+        tx.commit().await?;
+        Ok(user)
     }
 
     async fn set_password_hash(
@@ -542,6 +620,45 @@ impl Store for PostgresStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn users_with_non_ascii_email_keys(&self) -> StoreResult<Vec<super::StoredEmailKey>> {
+        // The databases are UTF-8: a key has more bytes than characters exactly when one of
+        // them is outside ASCII.
+        let rows = sqlx::query(
+            "SELECT id, email, email_key FROM users \
+             WHERE octet_length(email_key) <> char_length(email_key)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let keys = rows
+            .iter()
+            .map(|row| {
+                Ok(super::StoredEmailKey {
+                    user_id: row.try_get("id")?,
+                    email: row.try_get("email")?,
+                    email_key: row.try_get("email_key")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(keys)
+    }
+
+    async fn replace_email_key(
+        &self,
+        id: Uuid,
+        replacing: &str,
+        email_key: &str,
+    ) -> StoreResult<bool> {
+        let result =
+            sqlx::query("UPDATE users SET email_key = $1 WHERE id = $2 AND email_key = $3")
+                .bind(email_key)
+                .bind(id)
+                .bind(replacing)
+                .execute(&self.pool)
+                .await
+                .map_err(map_unique_violation)?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -591,6 +708,95 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>> {
         self.session_lookups.load((session_id, user_id, now)).await
+    }
+
+    async fn create_token_session(
+        &self,
+        session: NewTokenSession,
+    ) -> StoreResult<Option<SessionRecord>> {
+        // The user row is held (`FOR SHARE`) as in `create_session`: a concurrent reset or
+        // change either comes first and refuses the session or comes after and revokes it.
+        let row = sqlx::query(concat!(
+            "WITH checked AS (\
+                 SELECT id FROM users \
+                 WHERE id = $2 AND ($7::text IS NULL OR password_hash = $7) FOR SHARE\
+             ) INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
+             expires_at, revoked_at, token_hash, remember) \
+             SELECT $1, id, $3, $4, $5, $5, $6, NULL, $8, $9 FROM checked RETURNING ",
+            session_columns!()
+        ))
+        .bind(session.id)
+        .bind(session.user_id)
+        .bind(&session.user_agent)
+        .bind(&session.ip)
+        .bind(session.now)
+        .bind(session.expires_at)
+        .bind(&session.password_hash)
+        .bind(&session.token_hash)
+        .bind(session.remember)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
+    }
+
+    async fn find_token_session(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+        let row = sqlx::query(
+            "SELECT s.id AS s_id, s.user_id, s.user_agent, s.ip, s.created_at AS s_created_at, \
+             s.last_used_at, s.expires_at, s.revoked_at, s.remember, \
+             u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
+             u.pending_email, u.created_at, u.updated_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let session = session_from_columns(&row, "s_id", "s_created_at")?;
+        Ok(Some((session, user_from_row(&row)?)))
+    }
+
+    async fn slide_session(
+        &self,
+        session_id: Uuid,
+        expires_at: DateTime<Utc>,
+        cap: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query(concat!(
+            "UPDATE sessions SET expires_at = $1, last_used_at = $2 \
+             WHERE id = $3 AND revoked_at IS NULL AND expires_at > $2 RETURNING ",
+            session_columns!()
+        ))
+        .bind(expires_at.min(cap))
+        .bind(now)
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
+    }
+
+    async fn revoke_token_session(
+        &self,
+        user_id: Uuid,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE token_hash = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn find_refresh_token(
@@ -673,7 +879,7 @@ impl Store for PostgresStore {
         let row = sqlx::query(
             "SELECT t.rotated_at AS token_rotated_at, t.successor AS token_successor, \
              s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
-             s.revoked_at \
+             s.revoked_at, s.remember \
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
              WHERE t.token_hash = $1",
         )
@@ -725,6 +931,83 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn refresh_successor(&self, refresh_hash: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        let successor: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "SELECT successor FROM refresh_tokens \
+             WHERE token_hash = $1 AND rotated_at IS NOT NULL",
+        )
+        .bind(refresh_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(successor.flatten())
+    }
+
+    /// Each kind goes in batches; rows another transaction holds are skipped (`SKIP LOCKED`),
+    /// so pruning never waits on, or deadlocks with, a request (the next run takes them).
+    async fn prune(&self, pruning: Pruning) -> StoreResult<Pruned> {
+        let sessions = prune_in_batches(
+            &self.pool,
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+             WHERE revoked_at < $1 OR expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            pruning.ended_before,
+        )
+        .await?;
+        let refresh_tokens = prune_in_batches(
+            &self.pool,
+            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash \
+             FROM refresh_tokens WHERE rotated_at IS NULL AND expires_at < $1 \
+             LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            pruning.now,
+        )
+        .await?;
+        let successors = prune_in_batches(
+            &self.pool,
+            "UPDATE refresh_tokens SET successor = NULL WHERE token_hash IN (SELECT token_hash \
+             FROM refresh_tokens WHERE successor IS NOT NULL AND rotated_at < $1 \
+             LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            pruning.rotated_before,
+        )
+        .await?;
+        let one_time_tokens = prune_in_batches(
+            &self.pool,
+            "DELETE FROM one_time_tokens WHERE token_hash IN (SELECT token_hash \
+             FROM one_time_tokens WHERE used_at < $1 OR expires_at < $1 \
+             LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            pruning.ended_before,
+        )
+        .await?;
+        Ok(Pruned {
+            sessions,
+            refresh_tokens,
+            successors,
+            one_time_tokens,
+        })
+    }
+
+    async fn ensure_secret(
+        &self,
+        name: &str,
+        candidate: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<u8>> {
+        // The insert is atomic on its own; whoever lost reads the winner's committed value.
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn list_live_sessions(
         &self,
         user_id: Uuid,
@@ -770,17 +1053,11 @@ impl Store for PostgresStore {
         keep: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let result = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 \
-             WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 \
-             AND ($3::uuid IS NULL OR id <> $3)",
-        )
-        .bind(now)
-        .bind(user_id)
-        .bind(keep)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected())
+        let mut tx = self.pool.begin().await?;
+        end_email_change(&mut tx, user_id, now).await?;
+        let revoked = revoke_live_sessions(&mut tx, user_id, keep, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     // ---- emailed single-use tokens ----------------------------------------------------
@@ -856,18 +1133,30 @@ impl Store for PostgresStore {
             tx.rollback().await?;
             return Ok(None);
         };
+        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(password_hash)
+            .bind(now)
+            .bind(token.user_id)
+            .execute(&mut *tx)
+            .await?;
+        retire_one_time_tokens(
+            &mut tx,
+            token.user_id,
+            Some(TokenPurpose::PasswordReset),
+            now,
+        )
+        .await?;
+        end_email_change(&mut tx, token.user_id, now).await?;
+        revoke_live_sessions(&mut tx, token.user_id, None, now).await?;
         let row = sqlx::query(concat!(
-            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 RETURNING ",
-            user_columns!()
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = $1"
         ))
-        .bind(password_hash)
-        .bind(now)
         .bind(token.user_id)
         .fetch_one(&mut *tx)
         .await?;
         let user = user_from_row(&row)?;
-        retire_one_time_tokens(&mut tx, user.id, Some(TokenPurpose::PasswordReset), now).await?;
-        revoke_live_sessions(&mut tx, user.id, None, now).await?;
         tx.commit().await?;
         Ok(Some(user))
     }
@@ -878,6 +1167,7 @@ impl Store for PostgresStore {
     async fn confirm_email(
         &self,
         token_hash: &[u8],
+        keep: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> StoreResult<EmailConfirmation> {
         let mut tx = self.pool.begin().await?;
@@ -953,6 +1243,7 @@ impl Store for PostgresStore {
                 let user = user_from_row(&row)?;
                 // Every token still out was bound to the old address.
                 retire_one_time_tokens(&mut tx, user.id, None, now).await?;
+                revoke_live_sessions(&mut tx, user.id, keep, now).await?;
                 tx.commit().await?;
                 Ok(EmailConfirmation::Changed {
                     user,
@@ -990,6 +1281,7 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         retire_one_time_tokens(&mut tx, user_id, Some(TokenPurpose::PasswordReset), now).await?;
+        end_email_change(&mut tx, user_id, now).await?;
         revoke_live_sessions(&mut tx, user_id, Some(keep), now).await?;
         tx.commit().await?;
         Ok(true)
@@ -1095,5 +1387,22 @@ impl Store for PostgresStore {
             .iter()
             .map(signing_key_from_row)
             .collect::<Result<_, _>>()?)
+    }
+
+    async fn replace_signing_private_key(
+        &self,
+        kid: &str,
+        previous: &[u8],
+        private_key: &[u8],
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET private_key = $3 WHERE kid = $1 AND private_key = $2",
+        )
+        .bind(kid)
+        .bind(previous)
+        .bind(private_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

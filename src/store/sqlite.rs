@@ -29,9 +29,10 @@ use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
 use super::{
-    EmailConfirmation, NewOneTimeToken, NewSession, NewUser, OneTimeTokenRecord, ProfileChange,
-    RefreshTokenRecord, Role, Rotation, RotationOutcome, SessionRecord, SigningKeyRecord, Store,
-    StoreError, StoreResult, TokenPurpose, UserCredentials, UserRecord,
+    EmailConfirmation, NewOneTimeToken, NewSession, NewTokenSession, NewUser, OneTimeTokenRecord,
+    ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation, RotationOutcome,
+    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose, UserCredentials,
+    UserRecord,
 };
 use crate::domain::Email;
 
@@ -51,14 +52,15 @@ const READER_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The columns of [`UserRecord`], in `users`.
 macro_rules! user_columns {
     () => {
-        "id, email, username, email_verified, role, pending_email, created_at, updated_at"
+        "id, email, username, name, image, email_verified, role, pending_email, created_at, \
+         updated_at"
     };
 }
 
 /// The columns of [`SessionRecord`], in `sessions`.
 macro_rules! session_columns {
     () => {
-        "id, user_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at"
+        "id, user_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at, remember"
     };
 }
 
@@ -68,7 +70,7 @@ macro_rules! session_columns {
 macro_rules! refresh_token_columns {
     () => {
         "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
-         s.revoked_at, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
+         s.revoked_at, s.remember, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
          t.expires_at AS token_expires_at, t.rotated_at AS token_rotated_at"
     };
 }
@@ -102,7 +104,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file the `sqlite:` URL names, in WAL mode with
     /// full fsync, foreign keys enforced on every connection (the `ON DELETE CASCADE`s rely on
-    /// it) and a 5 s busy timeout. Opens one connection at once, so that an unusable path fails
+    /// it) and a 5 s busy timeout. A file it creates is readable by its owner only (mode
+    /// 0600; SQLite gives the WAL and shared-memory files the database file's mode), and a
+    /// file readable by group or others is warned about. Opens one connection at once, so that an unusable path fails
     /// here rather than at the first request. Does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
@@ -112,6 +116,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        let in_memory = options.get_filename() == std::path::Path::new(":memory:")
+            || url.contains("mode=memory");
+        if !in_memory && !url.contains("mode=ro") {
+            prepare_file(options.get_filename())?;
+        }
         // No ping before each use (sqlx's `test_before_acquire`): an SQLite connection is a
         // file handle in this process, with nothing at the other end to hang up, and the ping
         // is a round trip to the connection's thread, a quarter of those a login makes.
@@ -131,6 +140,67 @@ impl SqliteStore {
             .connect_lazy_with(options);
         Ok(Self { pool, writer })
     }
+}
+
+/// Rows one pruning statement deletes at most.
+const PRUNE_BATCH: i64 = 2_000;
+
+impl SqliteStore {
+    /// Runs `statement` (`?1`: the cut-off, `?2`: the batch size) until it affects fewer than a
+    /// batch of rows; the total affected.
+    async fn prune_in_batches(
+        &self,
+        statement: &'static str,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
+        let mut total = 0;
+        loop {
+            let affected = sqlx::query(statement)
+                .bind(cutoff)
+                .bind(PRUNE_BATCH)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+            total += affected;
+            if affected < u64::try_from(PRUNE_BATCH).unwrap_or(u64::MAX) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Creates the database file, mode 0600, when it does not exist yet (SQLite would create it
+/// with the umask's mode, usually world-readable: the file holds password hashes and signing
+/// keys), and warns when an existing one is readable by group or others.
+fn prepare_file(path: &std::path::Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // Left to SQLite, whose error names what is wrong with the path.
+            Err(_) => return Ok(()),
+        }
+        if let Ok(metadata) = std::fs::metadata(path)
+            && metadata.permissions().mode() & 0o044 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", metadata.permissions().mode() & 0o777),
+                "the database file is readable by group or others; it holds password hashes \
+                 and signing keys (chmod 600 it, and its -wal and -shm files)"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// A URL that does not parse. sqlx's configuration errors name the problem (an unknown
@@ -175,6 +245,8 @@ fn user_from_row(row: &SqliteRow) -> Result<UserRecord, sqlx::Error> {
         id: uuid_at(row, "id")?,
         email: row.try_get("email")?,
         username: row.try_get("username")?,
+        name: row.try_get("name")?,
+        image: row.try_get("image")?,
         email_verified: row.try_get("email_verified")?,
         role: Role::from_stored(row.try_get("role")?),
         pending_email: row.try_get("pending_email")?,
@@ -191,15 +263,27 @@ fn credentials_from_row(row: &SqliteRow) -> Result<UserCredentials, sqlx::Error>
 }
 
 fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, sqlx::Error> {
+    session_from_columns(row, "id", "created_at")
+}
+
+/// A [`SessionRecord`] from a row with the session's id and creation time in the columns
+/// named by `id` and `created_at`, the rest under their own names (a join with `users`
+/// renames the two that clash).
+fn session_from_columns(
+    row: &SqliteRow,
+    id: &str,
+    created_at: &str,
+) -> Result<SessionRecord, sqlx::Error> {
     Ok(SessionRecord {
-        id: uuid_at(row, "id")?,
+        id: uuid_at(row, id)?,
         user_id: uuid_at(row, "user_id")?,
         user_agent: row.try_get("user_agent")?,
         ip: row.try_get("ip")?,
-        created_at: row.try_get("created_at")?,
+        created_at: row.try_get(created_at)?,
         last_used_at: row.try_get("last_used_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        remember: row.try_get("remember")?,
     })
 }
 
@@ -291,6 +375,23 @@ async fn retire_one_time_tokens(
     Ok(result.rows_affected())
 }
 
+/// Ends the user's pending email change, if any: `pending_email` is cleared and its unused
+/// tokens are retired.
+async fn end_email_change(
+    conn: &mut SqliteConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET pending_email = NULL WHERE id = ?1 AND pending_email IS NOT NULL",
+    )
+    .bind(user_id.hyphenated())
+    .execute(&mut *conn)
+    .await?;
+    retire_one_time_tokens(conn, user_id, Some(TokenPurpose::EmailChange), now).await?;
+    Ok(())
+}
+
 /// Revokes the user's live sessions at `now`, all but `keep` when given.
 async fn revoke_live_sessions(
     conn: &mut SqliteConnection,
@@ -342,6 +443,7 @@ impl Store for SqliteStore {
         // own `run` is a thin wrapper around it; recheck on sqlx upgrades.
         MIGRATOR.run_direct(None, &mut *tx, false).await?;
         tx.commit().await?;
+        super::rekey_email_addresses(self).await?;
         Ok(())
     }
 
@@ -376,8 +478,8 @@ impl Store for SqliteStore {
         let now = micros(user.now);
         let row = sqlx::query(concat!(
             "INSERT INTO users (id, email, email_key, username, username_key, password_hash, \
-             email_verified, role, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) RETURNING ",
+             email_verified, role, created_at, updated_at, name, image) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11) RETURNING ",
             user_columns!()
         ))
         .bind(user.id.hyphenated())
@@ -389,6 +491,8 @@ impl Store for SqliteStore {
         .bind(user.email_verified)
         .bind(user.role.as_str())
         .bind(now)
+        .bind(&user.name)
+        .bind(&user.image)
         .fetch_one(&self.writer)
         .await
         .map_err(map_unique_violation)?;
@@ -446,11 +550,19 @@ impl Store for SqliteStore {
         let (username, username_key) = change.username.flatten().unzip();
         let set_pending_email = change.pending_email.is_some();
         let pending_email = change.pending_email.flatten();
+        let set_name = change.name.is_some();
+        let name = change.name.flatten();
+        let set_image = change.image.is_some();
+        let image = change.image.flatten();
+        let now = micros(now);
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(concat!(
             "UPDATE users SET \
              username = CASE WHEN ?1 THEN ?2 ELSE username END, \
              username_key = CASE WHEN ?1 THEN ?3 ELSE username_key END, \
              pending_email = CASE WHEN ?4 THEN ?5 ELSE pending_email END, \
+             name = CASE WHEN ?8 THEN ?9 ELSE name END, \
+             image = CASE WHEN ?10 THEN ?11 ELSE image END, \
              updated_at = ?6 \
              WHERE id = ?7 RETURNING ",
             user_columns!()
@@ -460,12 +572,21 @@ impl Store for SqliteStore {
         .bind(username_key)
         .bind(set_pending_email)
         .bind(pending_email)
-        .bind(micros(now))
+        .bind(now)
         .bind(id.hyphenated())
-        .fetch_optional(&self.writer)
+        .bind(set_name)
+        .bind(name)
+        .bind(set_image)
+        .bind(image)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(map_unique_violation)?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        let user = row.as_ref().map(user_from_row).transpose()?;
+        if user.is_some() && set_pending_email {
+            retire_one_time_tokens(&mut tx, id, Some(TokenPurpose::EmailChange), now).await?;
+        }
+        tx.commit().await?;
+        Ok(user)
     }
 
     async fn set_password_hash(
@@ -495,6 +616,45 @@ impl Store for SqliteStore {
             .bind(id.hyphenated())
             .execute(&self.writer)
             .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn users_with_non_ascii_email_keys(&self) -> StoreResult<Vec<super::StoredEmailKey>> {
+        // `length` counts characters of a text and bytes of a blob: they differ exactly when
+        // a character is outside ASCII.
+        let rows = sqlx::query(
+            "SELECT id, email, email_key FROM users \
+             WHERE length(CAST(email_key AS BLOB)) <> length(email_key)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let keys = rows
+            .iter()
+            .map(|row| {
+                Ok(super::StoredEmailKey {
+                    user_id: uuid_at(row, "id")?,
+                    email: row.try_get("email")?,
+                    email_key: row.try_get("email_key")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(keys)
+    }
+
+    async fn replace_email_key(
+        &self,
+        id: Uuid,
+        replacing: &str,
+        email_key: &str,
+    ) -> StoreResult<bool> {
+        let result =
+            sqlx::query("UPDATE users SET email_key = ?1 WHERE id = ?2 AND email_key = ?3")
+                .bind(email_key)
+                .bind(id.hyphenated())
+                .bind(replacing)
+                .execute(&self.writer)
+                .await
+                .map_err(map_unique_violation)?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -549,8 +709,8 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(
-            "SELECT u.id, u.email, u.username, u.email_verified, u.role, u.pending_email, \
-             u.created_at, u.updated_at \
+            "SELECT u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
+             u.pending_email, u.created_at, u.updated_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id = ?1 AND s.user_id = ?2 AND s.revoked_at IS NULL AND s.expires_at > ?3",
         )
@@ -560,6 +720,93 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn create_token_session(
+        &self,
+        session: NewTokenSession,
+    ) -> StoreResult<Option<SessionRecord>> {
+        // One statement, on the writer: the user and hash check is part of the INSERT, and
+        // a reset or change serialises with it as with `create_session`.
+        let row = sqlx::query(concat!(
+            "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
+             expires_at, revoked_at, token_hash, remember) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, NULL, ?8, ?9 WHERE EXISTS (SELECT 1 FROM users \
+             WHERE id = ?2 AND (?7 IS NULL OR password_hash = ?7)) RETURNING ",
+            session_columns!()
+        ))
+        .bind(session.id.hyphenated())
+        .bind(session.user_id.hyphenated())
+        .bind(&session.user_agent)
+        .bind(&session.ip)
+        .bind(micros(session.now))
+        .bind(micros(session.expires_at))
+        .bind(&session.password_hash)
+        .bind(&session.token_hash)
+        .bind(session.remember)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
+    }
+
+    async fn find_token_session(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+        let row = sqlx::query(
+            "SELECT s.id AS s_id, s.user_id, s.user_agent, s.ip, s.created_at AS s_created_at, \
+             s.last_used_at, s.expires_at, s.revoked_at, s.remember, \
+             u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
+             u.pending_email, u.created_at, u.updated_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2",
+        )
+        .bind(token_hash)
+        .bind(micros(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let session = session_from_columns(&row, "s_id", "s_created_at")?;
+        Ok(Some((session, user_from_row(&row)?)))
+    }
+
+    async fn slide_session(
+        &self,
+        session_id: Uuid,
+        expires_at: DateTime<Utc>,
+        cap: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query(concat!(
+            "UPDATE sessions SET expires_at = ?1, last_used_at = ?2 \
+             WHERE id = ?3 AND revoked_at IS NULL AND expires_at > ?2 RETURNING ",
+            session_columns!()
+        ))
+        .bind(micros(expires_at.min(cap)))
+        .bind(micros(now))
+        .bind(session_id.hyphenated())
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
+    }
+
+    async fn revoke_token_session(
+        &self,
+        user_id: Uuid,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?1 \
+             WHERE token_hash = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1",
+        )
+        .bind(micros(now))
+        .bind(token_hash)
+        .bind(user_id.hyphenated())
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn find_refresh_token(
@@ -627,7 +874,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             "SELECT t.rotated_at AS token_rotated_at, t.successor AS token_successor, \
              s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
-             s.revoked_at \
+             s.revoked_at, s.remember \
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
              WHERE t.token_hash = ?1",
         )
@@ -679,6 +926,84 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn refresh_successor(&self, refresh_hash: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        let successor: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "SELECT successor FROM refresh_tokens \
+             WHERE token_hash = ?1 AND rotated_at IS NOT NULL",
+        )
+        .bind(refresh_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(successor.flatten())
+    }
+
+    /// Each kind goes in batches of [`PRUNE_BATCH`] rows, one short write transaction each
+    /// (the writer connection is shared by every request), until a batch comes back short.
+    async fn prune(&self, pruning: Pruning) -> StoreResult<Pruned> {
+        let ended_before = micros(pruning.ended_before);
+        let now = micros(pruning.now);
+        let rotated_before = micros(pruning.rotated_before);
+        let sessions = self
+            .prune_in_batches(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                 WHERE revoked_at < ?1 OR expires_at < ?1 LIMIT ?2)",
+                ended_before,
+            )
+            .await?;
+        let refresh_tokens = self
+            .prune_in_batches(
+                "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash \
+                 FROM refresh_tokens WHERE rotated_at IS NULL AND expires_at < ?1 LIMIT ?2)",
+                now,
+            )
+            .await?;
+        let successors = self
+            .prune_in_batches(
+                "UPDATE refresh_tokens SET successor = NULL WHERE token_hash IN (SELECT \
+                 token_hash FROM refresh_tokens WHERE successor IS NOT NULL \
+                 AND rotated_at < ?1 LIMIT ?2)",
+                rotated_before,
+            )
+            .await?;
+        let one_time_tokens = self
+            .prune_in_batches(
+                "DELETE FROM one_time_tokens WHERE token_hash IN (SELECT token_hash \
+                 FROM one_time_tokens WHERE used_at < ?1 OR expires_at < ?1 LIMIT ?2)",
+                ended_before,
+            )
+            .await?;
+        Ok(Pruned {
+            sessions,
+            refresh_tokens,
+            successors,
+            one_time_tokens,
+        })
+    }
+
+    async fn ensure_secret(
+        &self,
+        name: &str,
+        candidate: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<u8>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
     async fn list_live_sessions(
         &self,
         user_id: Uuid,
@@ -724,17 +1049,12 @@ impl Store for SqliteStore {
         keep: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let result = sqlx::query(
-            "UPDATE sessions SET revoked_at = ?1 \
-             WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 \
-             AND (?3 IS NULL OR id <> ?3)",
-        )
-        .bind(micros(now))
-        .bind(user_id.hyphenated())
-        .bind(keep.map(|id| id.hyphenated()))
-        .execute(&self.writer)
-        .await?;
-        Ok(result.rows_affected())
+        let now = micros(now);
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        end_email_change(&mut tx, user_id, now).await?;
+        let revoked = revoke_live_sessions(&mut tx, user_id, keep, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     // ---- emailed single-use tokens ----------------------------------------------------
@@ -797,18 +1117,30 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         // The token's user exists: deleting a user deletes its tokens (cascade).
+        sqlx::query("UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3")
+            .bind(password_hash)
+            .bind(now)
+            .bind(token.user_id.hyphenated())
+            .execute(&mut *tx)
+            .await?;
+        retire_one_time_tokens(
+            &mut tx,
+            token.user_id,
+            Some(TokenPurpose::PasswordReset),
+            now,
+        )
+        .await?;
+        end_email_change(&mut tx, token.user_id, now).await?;
+        revoke_live_sessions(&mut tx, token.user_id, None, now).await?;
         let row = sqlx::query(concat!(
-            "UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3 RETURNING ",
-            user_columns!()
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = ?1"
         ))
-        .bind(password_hash)
-        .bind(now)
         .bind(token.user_id.hyphenated())
         .fetch_one(&mut *tx)
         .await?;
         let user = user_from_row(&row)?;
-        retire_one_time_tokens(&mut tx, user.id, Some(TokenPurpose::PasswordReset), now).await?;
-        revoke_live_sessions(&mut tx, user.id, None, now).await?;
         tx.commit().await?;
         Ok(Some(user))
     }
@@ -817,6 +1149,7 @@ impl Store for SqliteStore {
     async fn confirm_email(
         &self,
         token_hash: &[u8],
+        keep: Option<Uuid>,
         now: DateTime<Utc>,
     ) -> StoreResult<EmailConfirmation> {
         let now = micros(now);
@@ -885,6 +1218,7 @@ impl Store for SqliteStore {
                 let user = user_from_row(&row)?;
                 // Every token still out was bound to the old address.
                 retire_one_time_tokens(&mut tx, user.id, None, now).await?;
+                revoke_live_sessions(&mut tx, user.id, keep, now).await?;
                 tx.commit().await?;
                 Ok(EmailConfirmation::Changed {
                     user,
@@ -921,6 +1255,7 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         retire_one_time_tokens(&mut tx, user_id, Some(TokenPurpose::PasswordReset), now).await?;
+        end_email_change(&mut tx, user_id, now).await?;
         revoke_live_sessions(&mut tx, user_id, Some(keep), now).await?;
         tx.commit().await?;
         Ok(true)
@@ -1015,6 +1350,23 @@ impl Store for SqliteStore {
             .iter()
             .map(signing_key_from_row)
             .collect::<Result<_, _>>()?)
+    }
+
+    async fn replace_signing_private_key(
+        &self,
+        kid: &str,
+        previous: &[u8],
+        private_key: &[u8],
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET private_key = ?3 WHERE kid = ?1 AND private_key = ?2",
+        )
+        .bind(kid)
+        .bind(previous)
+        .bind(private_key)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

@@ -135,8 +135,10 @@ try {
 
     const logout = await tab.evaluate(() => window.client.logout());
     assert.equal(logout.status, 204);
-    assert.equal((await context.cookies()).filter((c) => c.name.startsWith('servauth_')).length, 0,
-      'logout clears the cookies');
+    const left = (await context.cookies()).filter((c) => c.name.startsWith('servauth_'));
+    assert.deepEqual(left.map((c) => c.name), ['servauth_device'],
+      'logout clears the session cookies; the device cookie stays (it vouches for the device)');
+    assert.ok(left[0].httpOnly, 'scripts cannot read the device cookie');
     assert.equal((await tab.evaluate(() => window.client.me())).status, 401);
     const after = await tab.evaluate(() => window.client.refresh());
     assert.equal(after.status, 401);

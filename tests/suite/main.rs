@@ -6,5 +6,6 @@
 
 mod api;
 mod deploy;
+mod email_keys;
 mod store_contract;
 mod support;

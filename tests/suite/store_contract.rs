@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::join_all;
 use servauth::store::{
-    self, EmailConfirmation, NewOneTimeToken, NewSession, NewUser, OneTimeTokenRecord,
-    ProfileChange, RefreshTokenRecord, Role, Rotation, RotationOutcome, SessionRecord,
-    SigningKeyRecord, Store, StoreError, TokenPurpose, UserRecord,
+    self, EmailConfirmation, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
+    OneTimeTokenRecord, ProfileChange, Pruning, RefreshTokenRecord, Role, Rotation,
+    RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, TokenPurpose, UserRecord,
 };
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tokio::sync::Barrier;
@@ -62,6 +62,15 @@ both_backends! {
     #[multi_thread] migrations_run_concurrently_apply_once,
     timestamps_round_trip,
     connect_rejects_a_malformed_url,
+    prune_deletes_ended_sessions_and_spent_tokens_and_keeps_reuse_detection,
+    ensure_secret_keeps_the_first_value,
+    recovery_and_signing_out_everywhere_end_a_pending_email_change,
+    update_profile_sets_and_clears_name_and_image,
+    token_sessions_are_found_by_their_hash_while_live,
+    token_sessions_need_the_user_and_the_checked_hash,
+    slide_session_moves_the_expiry_never_past_the_cap,
+    revoke_token_session_only_touches_the_callers_own,
+    token_sessions_end_with_the_rest_faces_revocations,
 }
 
 // ---- fixtures ----------------------------------------------------------------------------
@@ -88,6 +97,8 @@ fn new_user(email: &str, username: Option<&str>, at: DateTime<Utc>) -> NewUser {
         email_key: email.to_lowercase(),
         username: username.map(str::to_owned),
         username_key: username.map(str::to_lowercase),
+        name: None,
+        image: None,
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
             .to_owned(),
         email_verified: false,
@@ -128,6 +139,7 @@ fn expected_session(session: &NewSession) -> SessionRecord {
         last_used_at: session.now,
         expires_at: session.expires_at,
         revoked_at: None,
+        remember: true,
     }
 }
 
@@ -278,7 +290,10 @@ async fn reset(
 }
 
 async fn confirm(store: &dyn Store, hash: &[u8], at: DateTime<Utc>) -> EmailConfirmation {
-    store.confirm_email(hash, at).await.expect("confirm email")
+    store
+        .confirm_email(hash, None, at)
+        .await
+        .expect("confirm email")
 }
 
 async fn password_hash_of(store: &dyn Store, id: Uuid) -> String {
@@ -432,6 +447,8 @@ async fn create_user_then_find_it_by_id_and_email_key(backend: Backend) {
         id: user.id,
         email: "Alice@Example.com".to_owned(),
         username: Some("Alice".to_owned()),
+        name: None,
+        image: None,
         email_verified: true,
         role: Role::Admin,
         pending_email: None,
@@ -558,6 +575,7 @@ async fn update_profile_sets_and_removes_username(backend: Backend) {
     let change = ProfileChange {
         username: set("Alice"),
         pending_email: None,
+        ..ProfileChange::default()
     };
     let after_set = store
         .update_profile(alice.id, change, t1)
@@ -575,6 +593,7 @@ async fn update_profile_sets_and_removes_username(backend: Backend) {
     let change = ProfileChange {
         username: set("BOB"),
         pending_email: None,
+        ..ProfileChange::default()
     };
     let error = store
         .update_profile(alice.id, change, t2)
@@ -591,6 +610,7 @@ async fn update_profile_sets_and_removes_username(backend: Backend) {
     let change = ProfileChange {
         username: None,
         pending_email: Some(Some("new@example.com".to_owned())),
+        ..ProfileChange::default()
     };
     let after_pending = store
         .update_profile(alice.id, change, t3)
@@ -608,6 +628,7 @@ async fn update_profile_sets_and_removes_username(backend: Backend) {
     let change = ProfileChange {
         username: Some(None),
         pending_email: None,
+        ..ProfileChange::default()
     };
     let after_remove = store
         .update_profile(alice.id, change, t4)
@@ -628,6 +649,7 @@ async fn update_profile_sets_and_removes_username(backend: Backend) {
     let change = ProfileChange {
         username: None,
         pending_email: Some(None),
+        ..ProfileChange::default()
     };
     let after_clear = store
         .update_profile(alice.id, change, t5)
@@ -2146,6 +2168,7 @@ async fn twenty_concurrent_email_confirmations_with_one_token_succeed_once(backe
     let change = ProfileChange {
         username: None,
         pending_email: Some(Some("Alice.New@Example.com".to_owned())),
+        ..ProfileChange::default()
     };
     let pending = store
         .update_profile(alice.id, change, t0)
@@ -2173,7 +2196,7 @@ async fn twenty_concurrent_email_confirmations_with_one_token_succeed_once(backe
         let barrier = Arc::clone(&barrier);
         tokio::spawn(async move {
             barrier.wait().await;
-            store.confirm_email(&token(1), t1).await
+            store.confirm_email(&token(1), None, t1).await
         })
     });
     let outcomes: Vec<EmailConfirmation> = join_all(calls)
@@ -2312,9 +2335,11 @@ async fn confirm_email_change_moves_the_address_and_kills_old_tokens(backend: Ba
     let alice = create_user(&*store, "alice@example.com", t0).await;
     let bob = create_user(&*store, "bob@example.com", t0).await;
     let session = create_session(&*store, &new_session(alice.id, &token(11), t0)).await;
+    let kept = create_session(&*store, &new_session(alice.id, &token(12), t0)).await;
     let change = ProfileChange {
         username: None,
         pending_email: Some(Some("Alice.New@Example.com".to_owned())),
+        ..ProfileChange::default()
     };
     let pending = store
         .update_profile(alice.id, change, t0)
@@ -2387,7 +2412,10 @@ async fn confirm_email_change_moves_the_address_and_kills_old_tokens(backend: Ba
         ..pending
     };
     assert_eq!(
-        confirm(&*store, &token(3), t1).await,
+        store
+            .confirm_email(&token(3), Some(kept.id), t1)
+            .await
+            .expect("confirm email"),
         EmailConfirmation::Changed {
             user: moved.clone(),
             previous_email: "alice@example.com".to_owned()
@@ -2413,7 +2441,7 @@ async fn confirm_email_change_moves_the_address_and_kills_old_tokens(backend: Ba
     );
 
     // Every token bound to the old address is retired; a token retired before keeps its
-    // time; bob's is untouched. Sessions are not an email change's business.
+    // time; bob's is untouched. Every session but the one the confirming client kept ends.
     assert_eq!(used_at(&db, &token(1)).await, Some(Some(t1)));
     assert_eq!(used_at(&db, &token(2)).await, Some(Some(t1)));
     assert_eq!(used_at(&db, &token(3)).await, Some(Some(t1)));
@@ -2421,8 +2449,17 @@ async fn confirm_email_change_moves_the_address_and_kills_old_tokens(backend: Ba
     assert_eq!(used_at(&db, &token(4)).await, Some(None));
     assert_eq!(
         store.list_live_sessions(alice.id, t1).await.expect("list"),
-        vec![session]
+        vec![kept]
     );
+    assert_eq!(
+        find_token(&*store, &token(11))
+            .await
+            .expect("found")
+            .session
+            .revoked_at,
+        Some(t1)
+    );
+    let _ = session;
     assert_eq!(
         confirm(&*store, &token(3), t1 + TimeDelta::seconds(1)).await,
         EmailConfirmation::Invalid,
@@ -2442,6 +2479,7 @@ async fn confirm_email_change_to_a_taken_address_changes_nothing(backend: Backen
     let change = ProfileChange {
         username: None,
         pending_email: Some(Some("Bob@Example.com".to_owned())),
+        ..ProfileChange::default()
     };
     let pending = store
         .update_profile(alice.id, change, t0)
@@ -2618,6 +2656,7 @@ async fn token_methods_racing_deletion_and_rotation_never_fail(backend: Backend)
         let change = ProfileChange {
             username: None,
             pending_email: Some(Some(new_email.clone())),
+            ..ProfileChange::default()
         };
         store
             .update_profile(user.id, change, t0)
@@ -2654,7 +2693,7 @@ async fn token_methods_racing_deletion_and_rotation_never_fail(backend: Backend)
         })));
         let s = Arc::clone(&store);
         calls.push(spawn(Box::pin(async move {
-            s.confirm_email(&token(base + 4), t1).await.map(drop)
+            s.confirm_email(&token(base + 4), None, t1).await.map(drop)
         })));
         let s = Arc::clone(&store);
         let user_id = user.id;
@@ -2896,19 +2935,19 @@ async fn migrations_run_concurrently_apply_once(backend: Backend) {
     }
     assert_eq!(
         db.query_i64("SELECT COUNT(*) FROM _sqlx_migrations").await,
-        1
+        3
     );
     assert_eq!(
         db.query_i64("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
             .await,
-        1
+        3
     );
 
     // Applied migrations are skipped, and the schema is there.
     stores[0].migrate().await.expect("migrate again");
     assert_eq!(
         db.query_i64("SELECT COUNT(*) FROM _sqlx_migrations").await,
-        1
+        3
     );
     create_user(&*stores[REPLICAS - 1], "alice@example.com", now()).await;
     for store in stores {
@@ -2960,5 +2999,515 @@ async fn timestamps_round_trip(backend: Backend) {
             .updated_at,
         t0
     );
+    finish(db, store).await;
+}
+
+// ---- upkeep ------------------------------------------------------------------------------
+
+async fn prune_deletes_ended_sessions_and_spent_tokens_and_keeps_reuse_detection(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    // A live session whose first token was rotated (its successor sealed on its row).
+    let live = create_session(&*store, &new_session(alice.id, &token(1), t0)).await;
+    assert!(matches!(
+        rotate(&*store, rotation(&token(1), &token(2), t0)).await,
+        RotationOutcome::Rotated { .. }
+    ));
+    // A revoked and an expired session, each with its token.
+    let revoked = create_session(&*store, &new_session(alice.id, &token(3), t0)).await;
+    assert!(
+        store
+            .revoke_session(alice.id, revoked.id, t0)
+            .await
+            .expect("revoke")
+    );
+    let mut short = new_session(alice.id, &token(4), t0);
+    short.expires_at = t0 + TimeDelta::hours(1);
+    short.refresh_expires_at = short.expires_at;
+    create_session(&*store, &short).await;
+    // A live session whose only token expired unused (idle expiry).
+    let mut idle = new_session(alice.id, &token(5), t0);
+    idle.refresh_expires_at = t0 + TimeDelta::hours(1);
+    let idle = create_session(&*store, &idle).await;
+    // One-time tokens: one used, one expired, one still good.
+    issue(
+        &*store,
+        &one_time(20, alice.id, TokenPurpose::PasswordReset, &alice.email, t0),
+    )
+    .await;
+    assert!(
+        reset(&*store, &token(20), "$argon2id$new", t0)
+            .await
+            .is_some()
+    );
+    let mut expired = one_time(
+        21,
+        alice.id,
+        TokenPurpose::EmailVerification,
+        &alice.email,
+        t0,
+    );
+    expired.expires_at = t0 + TimeDelta::hours(1);
+    issue(&*store, &expired).await;
+    let t2 = t0 + TimeDelta::days(2);
+    issue(
+        &*store,
+        &one_time(22, alice.id, TokenPurpose::PasswordReset, &alice.email, t2),
+    )
+    .await;
+    // (The reset above revoked every session of alice's; bring two live ones back.)
+    let live = {
+        let _ = live;
+        create_session(&*store, &new_session(alice.id, &token(6), t2)).await
+    };
+    assert!(matches!(
+        rotate(&*store, rotation(&token(6), &token(7), t2)).await,
+        RotationOutcome::Rotated { .. }
+    ));
+    let _ = idle;
+
+    let pruned = store
+        .prune(Pruning {
+            ended_before: t2 - TimeDelta::days(1),
+            now: t2 + TimeDelta::seconds(20),
+            rotated_before: t2 + TimeDelta::seconds(20) - grace(),
+        })
+        .await
+        .expect("prune");
+    // Ended over a day ago: the four sessions of t0 (all revoked by the reset), with their
+    // tokens; used or expired one-time tokens; the rotated token of the live session loses
+    // its successor but stays.
+    assert_eq!(pruned.sessions, 4, "{pruned:?}");
+    assert_eq!(pruned.one_time_tokens, 2, "{pruned:?}");
+    assert_eq!(pruned.successors, 1, "{pruned:?}");
+    assert_eq!(find_token(&*store, &token(1)).await, None);
+    assert_eq!(used_at(&db, &token(20)).await, None);
+    assert_eq!(used_at(&db, &token(21)).await, None);
+    assert_eq!(used_at(&db, &token(22)).await, Some(None), "still usable");
+    assert_eq!(
+        store.refresh_successor(&token(6)).await.expect("successor"),
+        None
+    );
+    // The rotated-out token still gives its reuse away.
+    let later = t2 + TimeDelta::seconds(30);
+    assert_eq!(
+        rotate(&*store, rotation(&token(6), &token(8), later)).await,
+        RotationOutcome::Reused {
+            session_id: live.id
+        }
+    );
+    // An unrotated token past its idle expiry goes; run again and nothing is left to do.
+    let mut idle = new_session(alice.id, &token(9), later);
+    idle.refresh_expires_at = later + TimeDelta::hours(1);
+    create_session(&*store, &idle).await;
+    let again = store
+        .prune(Pruning {
+            ended_before: later,
+            now: later + TimeDelta::hours(2),
+            rotated_before: later,
+        })
+        .await
+        .expect("prune");
+    assert_eq!(again.refresh_tokens, 1, "{again:?}");
+    assert_eq!(find_token(&*store, &token(9)).await, None);
+    finish(db, store).await;
+}
+
+async fn ensure_secret_keeps_the_first_value(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let first = store
+        .ensure_secret("a", b"first", t0)
+        .await
+        .expect("ensure");
+    let second = store
+        .ensure_secret("a", b"second", t0)
+        .await
+        .expect("ensure");
+    let other = store
+        .ensure_secret("b", b"other", t0)
+        .await
+        .expect("ensure");
+    assert_eq!(
+        (first.as_slice(), second.as_slice()),
+        (b"first".as_slice(), b"first".as_slice())
+    );
+    assert_eq!(other, b"other");
+    finish(db, store).await;
+}
+
+async fn recovery_and_signing_out_everywhere_end_a_pending_email_change(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let session = create_session(&*store, &new_session(alice.id, &token(1), t0)).await;
+    // Each of these ends the change: its link is retired and nothing is pending any more.
+    for (n, end) in [
+        (10_u8, "reset"),
+        (11, "change"),
+        (12, "everywhere"),
+        (13, "cancel"),
+    ] {
+        let change = ProfileChange {
+            username: None,
+            pending_email: Some(Some("mallory@evil.test".to_owned())),
+            ..ProfileChange::default()
+        };
+        store
+            .update_profile(alice.id, change, t0)
+            .await
+            .expect("update");
+        issue(
+            &*store,
+            &one_time(
+                n,
+                alice.id,
+                TokenPurpose::EmailChange,
+                "mallory@evil.test",
+                t0,
+            ),
+        )
+        .await;
+        match end {
+            "reset" => {
+                issue(
+                    &*store,
+                    &one_time(30, alice.id, TokenPurpose::PasswordReset, &alice.email, t0),
+                )
+                .await;
+                let user = reset(&*store, &token(30), "$argon2id$reset", t0)
+                    .await
+                    .expect("reset");
+                assert_eq!(user.pending_email, None);
+            }
+            "change" => {
+                assert!(
+                    store
+                        .change_password(alice.id, "$argon2id$changed", session.id, t0)
+                        .await
+                        .expect("change")
+                );
+            }
+            "everywhere" => {
+                store
+                    .revoke_user_sessions(alice.id, None, t0)
+                    .await
+                    .expect("revoke");
+            }
+            _ => {
+                let cancel = ProfileChange {
+                    username: None,
+                    pending_email: Some(None),
+                    ..ProfileChange::default()
+                };
+                store
+                    .update_profile(alice.id, cancel, t0)
+                    .await
+                    .expect("update");
+            }
+        }
+        let user = store
+            .find_user(alice.id)
+            .await
+            .expect("find")
+            .expect("alice");
+        assert_eq!(user.pending_email, None, "{end}");
+        assert_eq!(used_at(&db, &token(n)).await, Some(Some(t0)), "{end}");
+        assert_eq!(
+            confirm(&*store, &token(n), t0).await,
+            EmailConfirmation::Invalid,
+            "{end}"
+        );
+    }
+    finish(db, store).await;
+}
+
+// ---- Better Auth sessions and profile fields ------------------------------------------------
+
+/// A Better Auth session of `user_id` holding the token hash `hash`, opened at `at` for 7 days.
+fn new_token_session(user_id: Uuid, hash: &[u8], at: DateTime<Utc>) -> NewTokenSession {
+    NewTokenSession {
+        id: Uuid::now_v7(),
+        user_id,
+        token_hash: hash.to_vec(),
+        remember: true,
+        user_agent: Some("better-auth-client".to_owned()),
+        ip: Some("192.0.2.8".to_owned()),
+        now: at,
+        expires_at: at + TimeDelta::days(7),
+        password_hash: None,
+    }
+}
+
+async fn create_token_session(store: &dyn Store, session: NewTokenSession) -> SessionRecord {
+    store
+        .create_token_session(session)
+        .await
+        .expect("create token session")
+        .expect("the user exists")
+}
+
+/// The live token session holding `token(n)` at `at`, with its user.
+async fn token_session_holding(
+    store: &dyn Store,
+    n: u8,
+    at: DateTime<Utc>,
+) -> Option<(SessionRecord, UserRecord)> {
+    store.find_token_session(&token(n), at).await.expect("find")
+}
+
+/// Whether revoking `user_id`'s token session holding `token(n)` at `at` ended one.
+async fn revoke_token(store: &dyn Store, user_id: Uuid, n: u8, at: DateTime<Utc>) -> bool {
+    store
+        .revoke_token_session(user_id, &token(n), at)
+        .await
+        .expect("revoke")
+}
+
+async fn update_profile_sets_and_clears_name_and_image(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let mut user = new_user("alice@example.com", None, t0);
+    user.name = Some("Alice".to_owned());
+    let alice = store.create_user(user).await.expect("create");
+    assert_eq!(alice.name.as_deref(), Some("Alice"));
+    assert_eq!(alice.image, None);
+    let t1 = t0 + TimeDelta::minutes(1);
+    let change = ProfileChange {
+        name: Some(Some("Alice B".to_owned())),
+        image: Some(Some("https://img.example/a.png".to_owned())),
+        ..ProfileChange::default()
+    };
+    let updated = store
+        .update_profile(alice.id, change, t1)
+        .await
+        .expect("update")
+        .expect("found");
+    assert_eq!(
+        updated,
+        UserRecord {
+            name: Some("Alice B".to_owned()),
+            image: Some("https://img.example/a.png".to_owned()),
+            updated_at: t1,
+            ..alice.clone()
+        }
+    );
+    // Leaving a field out keeps it; `Some(None)` clears it.
+    let change = ProfileChange {
+        image: Some(None),
+        ..ProfileChange::default()
+    };
+    let cleared = store
+        .update_profile(alice.id, change, t1)
+        .await
+        .expect("update")
+        .expect("found");
+    assert_eq!(cleared.name.as_deref(), Some("Alice B"));
+    assert_eq!(cleared.image, None);
+    assert_eq!(
+        store.find_user(alice.id).await.expect("find"),
+        Some(cleared)
+    );
+    finish(db, store).await;
+}
+
+async fn token_sessions_are_found_by_their_hash_while_live(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let mut short = new_token_session(alice.id, &token(2), t0);
+    short.remember = false;
+    short.expires_at = t0 + TimeDelta::days(1);
+    let session = create_token_session(&*store, new_token_session(alice.id, &token(1), t0)).await;
+    let short = create_token_session(&*store, short).await;
+    assert!(session.remember && !short.remember);
+    assert_eq!(session.created_at, t0);
+    assert_eq!(session.last_used_at, t0);
+    assert_eq!(session.expires_at, t0 + TimeDelta::days(7));
+
+    let found = token_session_holding(&*store, 1, t0).await;
+    assert_eq!(found, Some((session.clone(), alice.clone())));
+    assert_eq!(token_session_holding(&*store, 9, t0).await, None);
+    // A token session is a session: listed, and found by id like any other.
+    let listed = store.list_live_sessions(alice.id, t0).await.expect("list");
+    assert!(listed.contains(&session) && listed.contains(&short));
+    assert_eq!(
+        store
+            .find_live_session_user(session.id, alice.id, t0)
+            .await
+            .expect("lookup"),
+        Some(alice.clone())
+    );
+    // A second session cannot hold the same token.
+    assert!(
+        store
+            .create_token_session(new_token_session(alice.id, &token(1), t0))
+            .await
+            .is_err()
+    );
+    // Expired: not found.
+    let t1 = t0 + TimeDelta::days(1);
+    assert_eq!(token_session_holding(&*store, 2, t1).await, None);
+    assert!(token_session_holding(&*store, 1, t1).await.is_some());
+    finish(db, store).await;
+}
+
+async fn token_sessions_need_the_user_and_the_checked_hash(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let mut stale = new_token_session(alice.id, &token(1), t0);
+    stale.password_hash = Some("$argon2id$v=19$m=19456,t=2,p=1$other$other".to_owned());
+    assert_eq!(
+        store.create_token_session(stale).await.expect("create"),
+        None
+    );
+    let mut current = new_token_session(alice.id, &token(2), t0);
+    current.password_hash =
+        Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_owned());
+    assert!(
+        store
+            .create_token_session(current)
+            .await
+            .expect("create")
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .create_token_session(new_token_session(Uuid::now_v7(), &token(3), t0))
+            .await
+            .expect("create"),
+        None
+    );
+    assert_eq!(token_session_holding(&*store, 1, t0).await, None);
+    finish(db, store).await;
+}
+
+async fn slide_session_moves_the_expiry_never_past_the_cap(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let session = create_token_session(&*store, new_token_session(alice.id, &token(1), t0)).await;
+    let cap = t0 + TimeDelta::days(10);
+    let t1 = t0 + TimeDelta::days(2);
+    let slid = store
+        .slide_session(session.id, t1 + TimeDelta::days(7), cap, t1)
+        .await
+        .expect("slide");
+    assert_eq!(
+        slid,
+        Some(SessionRecord {
+            expires_at: t1 + TimeDelta::days(7),
+            last_used_at: t1,
+            ..session.clone()
+        })
+    );
+    let t2 = t0 + TimeDelta::days(8);
+    let capped = store
+        .slide_session(session.id, t2 + TimeDelta::days(7), cap, t2)
+        .await
+        .expect("slide")
+        .expect("live");
+    assert_eq!(capped.expires_at, cap);
+    assert_eq!(
+        token_session_holding(&*store, 1, t2).await,
+        Some((capped, alice.clone()))
+    );
+    // Past its end, a session does not come back by sliding.
+    let t3 = cap + TimeDelta::seconds(1);
+    assert_eq!(
+        store
+            .slide_session(
+                session.id,
+                t3 + TimeDelta::days(7),
+                t3 + TimeDelta::days(30),
+                t3
+            )
+            .await
+            .expect("slide"),
+        None
+    );
+    finish(db, store).await;
+}
+
+async fn revoke_token_session_only_touches_the_callers_own(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let bob = create_user(&*store, "bob@example.com", t0).await;
+    create_token_session(&*store, new_token_session(alice.id, &token(1), t0)).await;
+    let t1 = t0 + TimeDelta::minutes(1);
+    assert!(!revoke_token(&*store, bob.id, 1, t1).await);
+    assert!(!revoke_token(&*store, alice.id, 9, t1).await);
+    assert!(token_session_holding(&*store, 1, t1).await.is_some());
+    assert!(revoke_token(&*store, alice.id, 1, t1).await);
+    assert_eq!(token_session_holding(&*store, 1, t1).await, None);
+    assert!(!revoke_token(&*store, alice.id, 1, t1).await);
+    // Revoked, it cannot be slid back to life either.
+    assert_eq!(
+        store
+            .slide_session(
+                store
+                    .list_live_sessions(alice.id, t0)
+                    .await
+                    .expect("list")
+                    .first()
+                    .map_or(Uuid::nil(), |s| s.id),
+                t1 + TimeDelta::days(7),
+                t1 + TimeDelta::days(30),
+                t1
+            )
+            .await
+            .expect("slide"),
+        None
+    );
+    finish(db, store).await;
+}
+
+async fn token_sessions_end_with_the_rest_faces_revocations(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let kept = create_token_session(&*store, new_token_session(alice.id, &token(1), t0)).await;
+    create_token_session(&*store, new_token_session(alice.id, &token(2), t0)).await;
+    let t1 = t0 + TimeDelta::minutes(1);
+    assert_eq!(
+        store
+            .revoke_user_sessions(alice.id, Some(kept.id), t1)
+            .await
+            .expect("revoke"),
+        1
+    );
+    assert_eq!(token_session_holding(&*store, 2, t1).await, None);
+    assert!(token_session_holding(&*store, 1, t1).await.is_some());
+    assert!(
+        store
+            .revoke_session(alice.id, kept.id, t1)
+            .await
+            .expect("revoke")
+    );
+    assert_eq!(token_session_holding(&*store, 1, t1).await, None);
+    create_token_session(&*store, new_token_session(alice.id, &token(3), t1)).await;
+    assert!(store.delete_user(alice.id).await.expect("delete"));
+    assert_eq!(token_session_holding(&*store, 3, t1).await, None);
     finish(db, store).await;
 }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum_extra::extract::cookie::{Cookie, SameSite};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,12 +12,14 @@ use super::me::UserView;
 use crate::app::Services;
 use crate::config::{Config, SameSitePolicy};
 use crate::domain::{
-    AuthError, ClientKind, ClientMeta, IssuedSession, PresentedRefresh, Registration,
+    AuthError, ClientKind, ClientMeta, DEVICE_TOKEN_TTL, IssuedSession, LoginAttempt,
+    PresentedRefresh, Registration,
 };
 use crate::http::extract::RefreshCookie;
 use crate::http::openapi::{
     self, AccountConflict, CsrfFailed, EmailNotVerified, InvalidJson, JsonBodyProblems,
-    LoginRefused, LogoutRefused, NotReady, NotReadyOrOverloaded, RateLimited, RefreshRefused,
+    LoginRefused, LogoutRefused, NotReady, NotReadyOrOverloaded, RateLimited, RefreshForbidden,
+    RefreshRefused,
 };
 use crate::http::{ApiError, ApiJson, Bearer};
 use crate::store::UserRecord;
@@ -26,6 +28,8 @@ use crate::store::UserRecord;
 pub const REFRESH_COOKIE: &str = "servauth_refresh";
 /// Name of the script-readable cookie holding the CSRF token.
 pub const CSRF_COOKIE: &str = "servauth_csrf";
+/// Name of the HttpOnly cookie holding a browser's device token.
+pub const DEVICE_COOKIE: &str = "servauth_device";
 
 /// A new account: the credentials to sign in with, and how the client keeps its session.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -58,6 +62,11 @@ pub struct LoginRequest {
     /// `browser` (the default) or `native`.
     #[schema(value_type = Option<openapi::ClientKind>)]
     client: Option<ClientKind>,
+    /// Native clients: the `device_token` of an earlier login or registration of this
+    /// account. Failed logins of other clients never throttle a device that presents one.
+    /// Browsers send theirs as the `servauth_device` cookie.
+    #[schema(value_type = Option<String>)]
+    device_token: Option<SecretString>,
 }
 
 /// A native client's refresh token (browsers send none: theirs is in the cookie).
@@ -91,17 +100,50 @@ pub struct SessionBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     refresh_token: Option<String>,
+    /// Native clients, register and login only: keep it and send it with later logins as
+    /// `device_token` (valid 90 days). Browsers get it as the `servauth_device` cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    device_token: Option<String>,
+}
+
+/// The answer of a registration while verified emails are required: the account, and no
+/// session until the address is verified.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingVerification {
+    user: UserView,
+    /// Always `true`: sign in once the link mailed to the address has been used.
+    #[schema(value_type = bool, pattern = "^true$")]
+    verification_required: bool,
+}
+
+/// What a registration answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Registered {
+    /// The account and its first session.
+    #[expect(
+        dead_code,
+        reason = "documents the answer that `session_response` builds with its cookies"
+    )]
+    Session(SessionBody),
+    /// With `SERVAUTH_REQUIRE_VERIFIED_EMAIL=true`: the account only.
+    PendingVerification(PendingVerification),
 }
 
 /// Create an account
 ///
-/// Opens a session at once, like login, and emails a link to verify the address.
+/// Opens a session at once, like login, and emails a link to verify the address. While
+/// verified emails are required (`SERVAUTH_REQUIRE_VERIFIED_EMAIL=true`) it opens none: the
+/// answer is the account with `verification_required: true`, and login works once the
+/// address is verified.
 #[utoipa::path(post, path = "/auth/register", tag = "auth",
     request_body = RegisterRequest,
     responses(
-        (status = 201, description = "The account and its first session. A browser client also \
-            gets the `servauth_refresh` and `servauth_csrf` cookies.", body = SessionBody,
-            headers(("Set-Cookie" = String, description = "Browser clients: the refresh and CSRF cookies."))),
+        (status = 201, description = "The account and its first session (or, while verified \
+            emails are required, the account alone). A browser client with a session also gets \
+            the `servauth_refresh`, `servauth_csrf` and `servauth_device` cookies.", body = Registered,
+            headers(("Set-Cookie" = String, description = "Browser clients: the refresh, CSRF and device cookies."))),
         (status = 400, response = InvalidJson),
         (status = 409, response = AccountConflict),
         JsonBodyProblems,
@@ -118,22 +160,34 @@ pub async fn create_account(
         email: body.email,
         password: body.password,
         username: body.username,
+        ..Registration::default()
     };
     let user = services.accounts.register(registration).await?;
+    if services.accounts.requires_verified_email() {
+        let body = Registered::PendingVerification(PendingVerification {
+            user: user.into(),
+            verification_required: true,
+        });
+        return Ok((StatusCode::CREATED, Json(body)).into_response());
+    }
     let issued = services.sessions.open(&user, None, kind, meta).await?;
-    let response = session_response(&services.config, kind, Some(user), issued);
+    let device = services.accounts.device_token(user.id);
+    let response = session_response(&services.config, kind, Some(user), issued, Some(device));
     Ok((StatusCode::CREATED, response).into_response())
 }
 
 /// Sign in
 ///
 /// Opens a session for a device. A wrong email and a wrong password get the same answer.
+/// A client that signed in to this account before may send the device token it got then
+/// (native: `device_token`; browsers: the `servauth_device` cookie): then only its own failed
+/// attempts count towards the throttle, never other clients'.
 #[utoipa::path(post, path = "/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "A new session. A browser client also gets the \
-            `servauth_refresh` and `servauth_csrf` cookies.", body = SessionBody,
-            headers(("Set-Cookie" = String, description = "Browser clients: the refresh and CSRF cookies."))),
+            `servauth_refresh`, `servauth_csrf` and `servauth_device` cookies.", body = SessionBody,
+            headers(("Set-Cookie" = String, description = "Browser clients: the refresh, CSRF and device cookies."))),
         (status = 400, response = InvalidJson),
         (status = 401, response = LoginRefused),
         (status = 403, response = EmailNotVerified),
@@ -144,19 +198,36 @@ pub async fn create_account(
 pub async fn create_session(
     services: Services,
     meta: ClientMeta,
+    jar: CookieJar,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    use secrecy::ExposeSecret as _;
     let kind = body.client.unwrap_or_default();
-    let login = services.accounts.login(body.email, body.password).await?;
+    let device_token = body
+        .device_token
+        .map(|token| token.expose_secret().to_owned())
+        .or_else(|| {
+            jar.get(DEVICE_COOKIE)
+                .map(|cookie| cookie.value().to_owned())
+        });
+    let attempt = LoginAttempt {
+        email: body.email,
+        password: body.password,
+        device_token,
+        ip: meta.ip,
+    };
+    let login = services.accounts.login(attempt).await?;
     let issued = services
         .sessions
         .open(&login.user, Some(login.password_hash), kind, meta)
         .await?;
+    let device = services.accounts.device_token(login.user.id);
     Ok(session_response(
         &services.config,
         kind,
         Some(login.user),
         issued,
+        Some(device),
     ))
 }
 
@@ -176,8 +247,9 @@ pub async fn create_session(
             headers(("Set-Cookie" = String, description = "Browser clients: the rotated refresh and CSRF cookies."))),
         (status = 400, response = InvalidJson),
         (status = 401, response = RefreshRefused),
-        (status = 403, response = CsrfFailed),
+        (status = 403, response = RefreshForbidden),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReady),
     ))]
 pub async fn refresh_session(
@@ -191,7 +263,7 @@ pub async fn refresh_session(
         PresentedRefresh::Browser { .. } => ClientKind::Browser,
     };
     let issued = services.sessions.refresh(presented).await?;
-    Ok(session_response(&services.config, kind, None, issued))
+    Ok(session_response(&services.config, kind, None, issued, None))
 }
 
 /// Sign out
@@ -218,7 +290,7 @@ pub async fn revoke_current_session(
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Response, ApiError> {
     if bearer.token().is_some() {
-        let caller = services.sessions.authenticate(bearer.token()).await?;
+        let caller = services.sessions.authenticate_any(bearer.token()).await?;
         services.sessions.logout(&caller).await?;
     } else {
         let presented = presented_refresh(body.refresh_token.as_ref(), &cookie)?;
@@ -267,8 +339,19 @@ fn session_response(
     kind: ClientKind,
     user: Option<UserRecord>,
     issued: IssuedSession,
+    device_token: Option<String>,
 ) -> Response {
     let mut headers = HeaderMap::new();
+    let device_token = match (kind, device_token) {
+        (ClientKind::Browser, Some(token)) => {
+            let max_age = DEVICE_TOKEN_TTL.num_seconds();
+            let cookie = cookie_for(config, DEVICE_COOKIE, token, "/auth", true, max_age);
+            append_cookie(&mut headers, &cookie);
+            None
+        }
+        (ClientKind::Native, token) => token,
+        (ClientKind::Browser, None) => None,
+    };
     let (csrf_token, refresh_token) = match kind {
         ClientKind::Browser => {
             let max_age = issued.refresh_expires_in;
@@ -297,6 +380,7 @@ fn session_response(
         expires_in: issued.expires_in,
         csrf_token,
         refresh_token,
+        device_token,
     };
     (headers, Json(body)).into_response()
 }

@@ -46,6 +46,8 @@ pub struct ActiveToken {
     #[schema(value_type = openapi::Role)]
     role: Role,
     email: String,
+    /// Whether the user's address is verified (now, not when the token was issued).
+    email_verified: bool,
     /// Expiry, seconds since the Unix epoch.
     exp: i64,
     /// Issue time, seconds since the Unix epoch.
@@ -115,12 +117,16 @@ pub async fn validate_token(
             sid: caller.claims.sid,
             role: caller.user.role,
             email: caller.user.email,
+            email_verified: caller.user.email_verified,
             exp: caller.claims.exp,
             iat: caller.claims.iat,
         }),
-        Err(AuthError::InvalidToken | AuthError::TokenExpired | AuthError::MissingCredentials) => {
-            Introspection::Inactive(InactiveToken { active: false })
-        }
+        Err(
+            AuthError::InvalidToken
+            | AuthError::TokenExpired
+            | AuthError::MissingCredentials
+            | AuthError::EmailNotVerified,
+        ) => Introspection::Inactive(InactiveToken { active: false }),
         Err(other) => return Err(other.into()),
     };
     Ok(Json(answer))

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use crate::app::Services;
 use crate::domain::ProfileUpdate;
 use crate::http::openapi::{
-    self, AccessTokenRefused, AccountConflict, InvalidJson, JsonBodyProblems, NotReady,
-    NotReadyOrOverloaded, PasswordRefused,
+    self, AccessTokenRefused, AccountConflict, EmailNotVerified, InvalidJson, JsonBodyProblems,
+    NotReady, NotReadyOrOverloaded, PasswordRefused, RateLimited,
 };
 use crate::http::{ApiError, ApiJson, Bearer};
 use crate::store::{Role, UserRecord};
@@ -27,6 +27,11 @@ pub struct UserView {
     email: String,
     #[schema(example = "ada")]
     username: Option<String>,
+    /// The display name; `null` when unset.
+    #[schema(example = "Ada Lovelace")]
+    name: Option<String>,
+    /// The picture's URL (absolute, `http` or `https`); `null` when unset.
+    image: Option<String>,
     email_verified: bool,
     #[schema(value_type = openapi::Role)]
     role: Role,
@@ -44,6 +49,8 @@ impl From<UserRecord> for UserView {
             id: user.id,
             email: user.email,
             username: user.username,
+            name: user.name,
+            image: user.image,
             email_verified: user.email_verified,
             role: user.role,
             pending_email: user.pending_email,
@@ -66,6 +73,16 @@ pub struct UpdateMeRequest {
     /// Needed to change `email`.
     #[schema(value_type = Option<String>, format = Password)]
     current_password: Option<SecretString>,
+    /// Absent: unchanged; `null`: removed; a string: set (1 to 100 characters after
+    /// trimming, no control characters).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100)]
+    name: Option<Option<String>>,
+    /// Absent: unchanged; `null`: removed; a string: set (an absolute `http`/`https` URL of
+    /// at most 2048 characters).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 2048)]
+    image: Option<Option<String>>,
 }
 
 /// The password, to confirm the deletion.
@@ -93,6 +110,7 @@ where
     responses(
         (status = 200, description = "The caller's account.", body = UserView),
         (status = 401, response = AccessTokenRefused),
+        (status = 403, response = EmailNotVerified),
         (status = 503, response = NotReady),
     ))]
 pub async fn get_me(services: Services, bearer: Bearer) -> Result<Json<UserView>, ApiError> {
@@ -102,7 +120,7 @@ pub async fn get_me(services: Services, bearer: Bearer) -> Result<Json<UserView>
 
 /// Update the profile
 ///
-/// Sets or removes the username, or starts an email change: the account then shows
+/// Sets or removes the username, the display name or the picture URL, or starts an email change: the account then shows
 /// `pending_email`, a confirmation link goes to the new address and a notice to the old one,
 /// and the address changes only when the link is used.
 #[utoipa::path(patch, path = "/auth/me", tag = "account",
@@ -116,6 +134,7 @@ pub async fn get_me(services: Services, bearer: Bearer) -> Result<Json<UserView>
         (status = 403, response = PasswordRefused),
         (status = 409, response = AccountConflict),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReadyOrOverloaded),
     ))]
 pub async fn update_me(
@@ -128,11 +147,10 @@ pub async fn update_me(
         username: body.username,
         email: body.email,
         current_password: body.current_password,
+        name: body.name,
+        image: body.image,
     };
-    let user = services
-        .accounts
-        .update_profile(&caller.user, update)
-        .await?;
+    let user = services.accounts.update_profile(&caller, update).await?;
     Ok(Json(user.into()))
 }
 
@@ -150,6 +168,7 @@ pub async fn update_me(
         (status = 403, response = PasswordRefused),
         (status = 409, response = AccountConflict),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReadyOrOverloaded),
     ))]
 pub async fn put_me(
@@ -172,6 +191,7 @@ pub async fn put_me(
         (status = 401, response = AccessTokenRefused),
         (status = 403, response = PasswordRefused),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReadyOrOverloaded),
     ))]
 pub async fn delete_me(
@@ -180,9 +200,6 @@ pub async fn delete_me(
     ApiJson(body): ApiJson<DeleteMeRequest>,
 ) -> Result<StatusCode, ApiError> {
     let caller = services.sessions.authenticate(bearer.token()).await?;
-    services
-        .accounts
-        .delete(&caller.user, body.password)
-        .await?;
+    services.accounts.delete(&caller, body.password).await?;
     Ok(StatusCode::NO_CONTENT)
 }

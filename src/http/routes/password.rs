@@ -118,6 +118,7 @@ pub async fn reset_password(
         (status = 401, response = AccessTokenRefused),
         (status = 403, response = PasswordRefused),
         JsonBodyProblems,
+        (status = 429, response = RateLimited),
         (status = 503, response = NotReadyOrOverloaded),
     ))]
 pub async fn change_password(

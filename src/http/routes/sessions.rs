@@ -84,7 +84,7 @@ pub async fn revoke_session(
     bearer: Bearer,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    let caller = services.sessions.authenticate(bearer.token()).await?;
+    let caller = services.sessions.authenticate_any(bearer.token()).await?;
     let id = id.ok_or(AuthError::NotFound)?;
     services.sessions.revoke(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -104,7 +104,7 @@ pub async fn revoke_all_sessions(
     services: Services,
     bearer: Bearer,
 ) -> Result<StatusCode, ApiError> {
-    let caller = services.sessions.authenticate(bearer.token()).await?;
+    let caller = services.sessions.authenticate_any(bearer.token()).await?;
     services.sessions.revoke_all(&caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -31,6 +31,182 @@ fn servauth(args: &[&str], database_url: &str, stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// As [`servauth`], with extra environment variables and no standard input.
+fn servauth_with(args: &[&str], database_url: &str, env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Two key encryption keys, as an operator would write them (hex and base64).
+const KEK: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const NEW_KEK: &str = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=";
+
+/// Whether a stored private key is the PKCS#8 DER of an Ed25519 key, in plain.
+fn is_plain_pkcs8(private_key: &[u8]) -> bool {
+    use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+    ed25519_dalek::SigningKey::from_pkcs8_der(private_key).is_ok()
+}
+
+async fn stored_keys(app: &TestApp) -> Vec<servauth::store::SigningKeyRecord> {
+    app.store
+        .signing_keys(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH)
+        .await
+        .unwrap()
+}
+
+/// With `SERVAUTH_KEY_ENCRYPTION_KEY`, the private signing key is stored sealed (not PKCS#8
+/// in plain, no plain bytes inside), and the server signs and verifies with it.
+async fn with_a_key_encryption_key_private_keys_are_stored_sealed(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &["--key-encryption-key", KEK]).await else {
+        return;
+    };
+    let token = app.access_token("ada@example.com").await;
+    assert_eq!(
+        app.get("/auth/me", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    let keys = stored_keys(&app).await;
+    assert_eq!(keys.len(), 1);
+    assert!(!is_plain_pkcs8(&keys[0].private_key), "sealed at rest");
+    assert!(servauth::domain::is_sealed(&keys[0].private_key));
+    // A server started with the same key opens it and accepts the first one's tokens.
+    let clock = std::sync::Arc::new(servauth::clock::ManualClock::starting_now());
+    let config = crate::support::app::config(app.db_url(), &["--key-encryption-key", KEK]);
+    assert!(servauth::app::App::build(config, clock).await.is_ok());
+}
+
+/// A sealed key and no `SERVAUTH_KEY_ENCRYPTION_KEY` (or another one) stops the start with
+/// a message naming the setting, rather than a server that cannot sign.
+async fn a_sealed_key_without_its_key_stops_the_start_naming_the_setting(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &["--key-encryption-key", KEK]).await else {
+        return;
+    };
+    for extra in [&[][..], &["--key-encryption-key", NEW_KEK][..]] {
+        let clock = std::sync::Arc::new(servauth::clock::ManualClock::starting_now());
+        let config = crate::support::app::config(app.db_url(), extra);
+        let Err(error) = servauth::app::App::build(config, clock).await else {
+            panic!("started without the key that opens the signing key ({extra:?})");
+        };
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("SERVAUTH_KEY_ENCRYPTION_KEY"),
+            "{extra:?}: {message}"
+        );
+    }
+    // The binary says so on one line and exits 2, like any unusable setting.
+    let refused = servauth_with(
+        &["serve"],
+        app.db_url(),
+        &[("SERVAUTH_LISTEN", "127.0.0.1:0")],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("SERVAUTH_KEY_ENCRYPTION_KEY"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
+
+/// `keys encrypt` seals plain keys under the key encryption key; given the previous one, it
+/// seals them again under a new one; the server keeps working with what it did.
+async fn keys_encrypt_seals_plain_keys_and_reencrypts_under_a_new_key(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.access_token("ada@example.com").await;
+    let rotated = servauth(&["keys", "rotate"], app.db_url(), None);
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    let plain = stored_keys(&app).await;
+    assert_eq!(plain.len(), 2);
+    assert!(plain.iter().all(|key| is_plain_pkcs8(&key.private_key)));
+
+    let without = servauth_with(&["keys", "encrypt"], app.db_url(), &[]);
+    assert_eq!(without.status.code(), Some(2));
+    assert!(text(&without.stderr).contains("SERVAUTH_KEY_ENCRYPTION_KEY"));
+
+    let kek = [("SERVAUTH_KEY_ENCRYPTION_KEY", KEK)];
+    let encrypted = servauth_with(&["keys", "encrypt"], app.db_url(), &kek);
+    assert!(encrypted.status.success(), "{}", text(&encrypted.stderr));
+    assert!(
+        text(&encrypted.stdout).contains("sealed 2 signing keys"),
+        "{}",
+        text(&encrypted.stdout)
+    );
+    let sealed = stored_keys(&app).await;
+    assert!(sealed.iter().all(|key| !is_plain_pkcs8(&key.private_key)));
+    // Running it again changes nothing.
+    let again = servauth_with(&["keys", "encrypt"], app.db_url(), &kek);
+    assert!(text(&again.stdout).contains("sealed 0 signing keys; 2 already sealed"));
+    assert_eq!(stored_keys(&app).await, sealed);
+
+    // A new key cannot open them alone…
+    let new_only = servauth_with(
+        &["keys", "encrypt"],
+        app.db_url(),
+        &[("SERVAUTH_KEY_ENCRYPTION_KEY", NEW_KEK)],
+    );
+    assert!(!new_only.status.success());
+    assert_eq!(stored_keys(&app).await, sealed, "nothing changed");
+    // …but with the previous one named, it seals them anew.
+    let reencrypted = servauth_with(
+        &["keys", "encrypt"],
+        app.db_url(),
+        &[
+            ("SERVAUTH_KEY_ENCRYPTION_KEY", NEW_KEK),
+            ("SERVAUTH_PREVIOUS_KEY_ENCRYPTION_KEY", KEK),
+        ],
+    );
+    assert!(
+        reencrypted.status.success(),
+        "{}",
+        text(&reencrypted.stderr)
+    );
+    let resealed = stored_keys(&app).await;
+    assert!(resealed.iter().all(|key| !is_plain_pkcs8(&key.private_key)));
+    assert_ne!(resealed, sealed);
+
+    // A server with the new key opens the current key: it verifies the token signed before
+    // and signs new ones; with the old key alone it does not start.
+    let clock = std::sync::Arc::new(servauth::clock::ManualClock::starting_now());
+    let old = crate::support::app::config(app.db_url(), &["--key-encryption-key", KEK]);
+    assert!(servauth::app::App::build(old, clock.clone()).await.is_err());
+    let replica_config = ["--key-encryption-key", NEW_KEK];
+    let replica = servauth::app::App::build(
+        crate::support::app::config(app.db_url(), &replica_config),
+        clock,
+    )
+    .await
+    .expect("starts with the new key");
+    let base = format!("http://{}", replica.local_addr().unwrap());
+    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(replica.serve(async move {
+        let _ = stop.await;
+    }));
+    let me = app
+        .client
+        .get(format!("{base}/auth/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let login = app
+        .client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let _ = stop_tx.send(());
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -169,6 +345,9 @@ async fn config_check_reaches_the_database(backend: Backend) {
 }
 
 crate::support::both_backends!(
+    with_a_key_encryption_key_private_keys_are_stored_sealed,
+    a_sealed_key_without_its_key_stops_the_start_naming_the_setting,
+    keys_encrypt_seals_plain_keys_and_reencrypts_under_a_new_key,
     imported_hashes_log_in_and_are_rehashed_with_the_current_parameters,
     keys_rotate_keeps_old_tokens_valid_and_reaches_every_server,
     users_create_makes_a_verified_account_with_the_role_asked,

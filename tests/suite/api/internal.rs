@@ -47,8 +47,9 @@ async fn validate_answers_in_the_shape_of_rfc_7662(backend: Backend) {
     assert_eq!(reply.status, StatusCode::OK, "{:#}", reply.body);
     assert_eq!(reply.header("cache-control"), Some("no-store"));
     let body = reply.body.as_object().unwrap();
-    assert_eq!(body.len(), 7, "{body:?}");
+    assert_eq!(body.len(), 8, "{body:?}");
     assert_eq!(body["active"], true);
+    assert_eq!(body["email_verified"], false);
     assert_eq!(body["sub"], registered["user"]["id"]);
     assert_eq!(body["email"], "ada@example.com");
     assert_eq!(body["role"], "user");

@@ -1,9 +1,11 @@
 //! Behaviour over real HTTP: a server per test on a random port, a fresh database each.
 
 mod accounts;
+mod better_auth;
 mod browser;
 mod cli;
 mod conventions;
+mod identity;
 mod internal;
 mod limits;
 mod mail;
@@ -11,5 +13,6 @@ mod metrics;
 mod openapi;
 mod process;
 mod replicas;
+mod security;
 mod sessions;
 mod tokens;

@@ -45,26 +45,47 @@ const CONTRACT: &[(&str, &str)] = &[
 
 /// The problem statuses each operation documents: what the contract says it can answer.
 const PROBLEMS: &[(&str, &[u16])] = &[
-    ("create_account", &[400, 409, 413, 415, 422, 429, 503]),
-    ("create_session", &[400, 401, 403, 413, 415, 422, 429, 503]),
-    ("refresh_session", &[400, 401, 403, 413, 415, 422, 503]),
+    ("create_account", &[400, 408, 409, 413, 415, 422, 429, 503]),
+    (
+        "create_session",
+        &[400, 401, 403, 408, 413, 415, 422, 429, 503],
+    ),
+    (
+        "refresh_session",
+        &[400, 401, 403, 408, 413, 415, 422, 429, 503],
+    ),
     (
         "revoke_current_session",
-        &[400, 401, 403, 413, 415, 422, 503],
+        &[400, 401, 403, 408, 413, 415, 422, 503],
     ),
-    ("get_me", &[401, 503]),
-    ("put_me", &[400, 401, 403, 409, 413, 415, 422, 503]),
-    ("update_me", &[400, 401, 403, 409, 413, 415, 422, 503]),
-    ("delete_me", &[400, 401, 403, 413, 415, 422, 503]),
-    ("request_password_reset", &[400, 413, 415, 422, 429, 503]),
-    ("reset_password", &[400, 413, 415, 422, 429, 503]),
-    ("change_password", &[400, 401, 403, 413, 415, 422, 503]),
-    ("verify_email", &[400, 409, 413, 415, 422, 429, 503]),
-    ("resend_verification_email", &[401, 503]),
+    ("get_me", &[401, 403, 503]),
+    (
+        "put_me",
+        &[400, 401, 403, 408, 409, 413, 415, 422, 429, 503],
+    ),
+    (
+        "update_me",
+        &[400, 401, 403, 408, 409, 413, 415, 422, 429, 503],
+    ),
+    ("delete_me", &[400, 401, 403, 408, 413, 415, 422, 429, 503]),
+    (
+        "request_password_reset",
+        &[400, 408, 413, 415, 422, 429, 503],
+    ),
+    ("reset_password", &[400, 408, 413, 415, 422, 429, 503]),
+    (
+        "change_password",
+        &[400, 401, 403, 408, 413, 415, 422, 429, 503],
+    ),
+    ("verify_email", &[400, 408, 409, 413, 415, 422, 429, 503]),
+    (
+        "resend_verification_email",
+        &[400, 401, 408, 413, 415, 422, 429, 503],
+    ),
     ("list_sessions", &[401, 503]),
     ("revoke_session", &[401, 404, 503]),
     ("revoke_all_sessions", &[401, 503]),
-    ("validate_token", &[400, 401, 404, 413, 415, 422, 503]),
+    ("validate_token", &[400, 401, 404, 408, 413, 415, 422, 503]),
     ("get_user", &[401, 404, 503]),
     ("get_jwks", &[503]),
     ("get_health", &[]),
@@ -180,7 +201,7 @@ async fn every_operation_documents_its_problem_responses(backend: Backend) {
         assert_eq!(problems, expected, "{method} {path} ({id})");
 
         if operation.get("requestBody").is_some() {
-            for status in ["400", "413", "415", "422"] {
+            for status in ["400", "408", "413", "415", "422"] {
                 assert!(
                     responses.contains_key(status),
                     "{id}: a body can get {status}"
@@ -270,7 +291,6 @@ async fn the_security_schemes_are_declared_and_used(backend: Backend) {
         ("patch", "/auth/me"),
         ("delete", "/auth/me"),
         ("post", "/auth/password/change"),
-        ("post", "/auth/email/resend"),
         ("get", "/auth/sessions"),
         ("delete", "/auth/sessions/{id}"),
         ("delete", "/auth/sessions"),
@@ -280,6 +300,18 @@ async fn the_security_schemes_are_declared_and_used(backend: Backend) {
     let cookie = json!({"refresh_cookie": [], "csrf_token": []});
     let refresh = security("post", "/auth/refresh");
     assert_eq!(refresh, json!([cookie, {}]), "cookie and CSRF, or a body");
+    let resend = security("post", "/auth/email/resend");
+    assert_eq!(
+        resend,
+        json!([{"bearer": []}, {}]),
+        "a bearer token, or an address"
+    );
+    let verify = security("post", "/auth/email/verify");
+    assert_eq!(
+        verify,
+        json!([{}, {"bearer": []}]),
+        "the link; a bearer keeps its session"
+    );
     let logout = security("post", "/auth/logout");
     assert_eq!(logout, json!([{"bearer": []}, cookie, {}]));
     for path in ["/api/internal/validate", "/api/internal/users/{id}"] {
@@ -436,6 +468,19 @@ async fn answers_have_the_documented_fields(backend: Backend) {
     let native = app.register("ada@example.com").await;
     assert_fields(&document, "SessionBody", &native);
     assert_fields(&document, "User", &native["user"]);
+    // The display name and picture (issue 16): shown on the user, taken by PUT/PATCH /auth/me.
+    let schemas = &document["components"]["schemas"];
+    for field in ["name", "image"] {
+        assert!(
+            schemas["User"]["properties"][field].is_object(),
+            "User.{field}"
+        );
+        assert!(
+            schemas["UpdateMeRequest"]["properties"][field].is_object(),
+            "UpdateMeRequest.{field}"
+        );
+        assert_eq!(native["user"][field], Value::Null, "unset: null");
+    }
     let login = json!({"email": "ada@example.com", "password": PASSWORD});
     let browser = app.post("/auth/login", login).await;
     assert_fields(&document, "SessionBody", &browser.body);

@@ -88,7 +88,24 @@ fn free_port() -> u16 {
 
 /// The real binary on a fresh SQLite file and a free port, with cheap hashing and these
 /// extra settings, its output piped; returns once it answers `/health`.
-async fn spawn_server(extra: &[(&str, &str)]) -> (std::process::Child, String, tempfile::TempDir) {
+/// Stops a server of [`spawn_server`] with SIGTERM and reads what it logged: the whole
+/// output, and its lines that are JSON.
+pub(super) fn stop_and_read_log(child: std::process::Child) -> (String, Vec<Value>) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let stdout = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let lines = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    (stdout, lines)
+}
+
+pub(super) async fn spawn_server(
+    extra: &[(&str, &str)],
+) -> (std::process::Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = Command::new(BIN)
@@ -120,7 +137,7 @@ async fn spawn_server(extra: &[(&str, &str)]) -> (std::process::Child, String, t
 
 #[tokio::test]
 async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
-    let (child, base, _dir) = spawn_server(&[]).await;
+    let (child, base, _dir) = spawn_server(&[("SERVAUTH_DEV_LOG_MAIL", "true")]).await;
     let client = reqwest::Client::new();
     let register = read(
         client
@@ -191,8 +208,67 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
     assert!(
         stdout.contains("email not sent: no SMTP server configured")
             && stdout.contains("/verify-email?token="),
-        "without SMTP, mail and its link go to the log for local development"
+        "without SMTP and with SERVAUTH_DEV_LOG_MAIL, mail and its link go to the log"
     );
+}
+
+/// Without SMTP and without `SERVAUTH_DEV_LOG_MAIL`, no mail is sent and no link (a
+/// credential) reaches the log: one line says the mail was not sent, and the start warns.
+#[tokio::test]
+async fn without_smtp_mail_is_not_sent_and_no_link_reaches_the_log() {
+    let (child, base, _dir) = spawn_server(&[]).await;
+    let client = reqwest::Client::new();
+    let register = client
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status(), 201);
+    let forgot = client
+        .post(format!("{base}/auth/password/forgot"))
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forgot.status(), 202);
+    // Mail is handled after the answer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (stdout, lines) = stop_and_read_log(child);
+    let not_sent = lines
+        .iter()
+        .filter(|line| {
+            line["message"] == "mail not sent: no SMTP server configured (SERVAUTH_SMTP_URL)"
+        })
+        .count();
+    assert_eq!(not_sent, 2, "verification and reset: {stdout}");
+    assert!(
+        lines.iter().any(|line| line["level"] == "WARN"
+            && line["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("mail is not sent"))),
+        "a warning at start: {stdout}"
+    );
+    for leak in ["token=", "/verify-email", "/reset-password"] {
+        assert!(!stdout.contains(leak), "{leak} in the log: {stdout}");
+    }
+}
+
+/// A database file the server creates is readable by its owner only, and so are the WAL
+/// and shared-memory files SQLite makes beside it (they hold the same data).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fresh_sqlite_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = crate::support::app::TestApp::spawn(crate::support::db::Backend::Sqlite)
+        .await
+        .unwrap();
+    app.register("ada@example.com").await;
+    let file = app.db_url().strip_prefix("sqlite://").unwrap().to_owned();
+    for path in [file.clone(), format!("{file}-wal"), format!("{file}-shm")] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{path}: {mode:o}");
+    }
 }
 
 #[tokio::test]
@@ -221,15 +297,7 @@ async fn a_mail_server_that_is_down_is_retried_and_logged_while_the_api_answers(
     assert_eq!(forgot.status(), 202);
     // Four attempts, 0.5 s + 1 s + 2 s apart.
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let stdout = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let (stdout, lines) = stop_and_read_log(child);
     let retried = lines
         .iter()
         .filter(|line| line["message"] == "email delivery failed; retrying")

@@ -348,7 +348,46 @@ async fn replicas_on_one_database_share_the_signing_key(backend: Backend) {
     );
 }
 
+/// A token signed with the server's own key but living longer than `SERVAUTH_ACCESS_TTL`
+/// (what a leaked key would mint), or without `iat`, is refused.
+async fn tokens_living_longer_than_the_access_ttl_are_refused(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let body = app.register("ada@example.com").await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let key = current_key(&app).await;
+    let signing = EncodingKey::from_ed_der(&key.private_key);
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(key.kid.clone());
+    let sign = |claims: &Value| jsonwebtoken::encode(&header, claims, &signing).unwrap();
+    let claims = decode_part(&token, 1);
+    let iat = claims["iat"].as_i64().unwrap();
+    assert_eq!(
+        app.get("/auth/me", Some(&sign(&claims))).await.status,
+        StatusCode::OK,
+        "the honest claims, re-signed, are accepted"
+    );
+    let mut long_lived = claims.clone();
+    long_lived["exp"] = json!(iat + 365 * 86_400);
+    assert_invalid_token(
+        &app.get("/auth/me", Some(&sign(&long_lived))).await,
+        "a year-long token",
+    );
+    let mut one_second_over = claims.clone();
+    one_second_over["exp"] = json!(iat + 15 * 60 + 1);
+    assert_invalid_token(
+        &app.get("/auth/me", Some(&sign(&one_second_over))).await,
+        "one second over the TTL",
+    );
+    let mut no_iat = claims.clone();
+    no_iat.as_object_mut().unwrap().remove("iat");
+    assert_invalid_token(&app.get("/auth/me", Some(&sign(&no_iat))).await, "no iat");
+}
+
 crate::support::both_backends!(
+    tokens_living_longer_than_the_access_ttl_are_refused,
     access_tokens_are_eddsa_jwts_with_the_contracts_claims,
     me_requires_a_bearer_credential,
     me_rejects_every_forged_or_unacceptable_token,
