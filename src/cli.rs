@@ -37,6 +37,9 @@ pub enum Command {
     /// Accounts: `servauth users create`.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Bring accounts over from another system: `servauth import better-auth --from …`.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Ask the server on the configured listen address whether it is live (`GET /live`);
     /// exit 0 when it is. For container health checks.
     Healthcheck(Settings),
@@ -68,6 +71,28 @@ pub enum UsersCommand {
     /// email_verified?, created_at?}`: bcrypt, scrypt and argon2 hashes, re-hashed with the
     /// current parameters at each account's next login.
     Import(ImportUsers),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import a Better Auth database: its users (`user`), their passwords (`account` rows of
+    /// provider `credential`, Better Auth's scrypt hashes, re-hashed at each user's next
+    /// login) and their live sessions (`session`), so that with the same secret the cookies
+    /// Better Auth issued keep working. One transaction; a second run changes nothing; each
+    /// refused row is reported by its id (exit 3 when any was).
+    BetterAuth(ImportBetterAuth),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportBetterAuth {
+    /// The Better Auth database: a `postgres://` URL or a SQLite file.
+    #[arg(long, value_name = "URL_OR_FILE")]
+    pub from: String,
+    /// Check and report everything, then write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, clap::Args)]

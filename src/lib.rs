@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod import;
 pub mod limits;
 pub mod mail;
 pub mod memory;

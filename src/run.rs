@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::app::{App, connect_store};
-use crate::cli::{Command, ConfigCommand, CreateUser, KeysCommand, UsersCommand};
+use crate::cli::{
+    Command, ConfigCommand, CreateUser, ImportBetterAuth, ImportCommand, KeysCommand, UsersCommand,
+};
 use crate::clock::{Clock as _, SystemClock};
 use crate::config::{Config, ConfigError, MigrateMode, Settings, SigningConfig};
 use crate::domain::{
@@ -35,6 +37,10 @@ pub async fn run(command: Command) -> ExitCode {
             let settings = import.settings.clone();
             (settings, Action::ImportUsers(import.file))
         }
+        Command::Import(ImportCommand::BetterAuth(import)) => {
+            let settings = import.settings.clone();
+            (settings, Action::ImportBetterAuth(Box::new(import)))
+        }
         Command::Healthcheck(settings) => (settings, Action::Healthcheck),
     };
     let config = match Settings::validate(settings) {
@@ -55,10 +61,16 @@ pub async fn run(command: Command) -> ExitCode {
         Action::EncryptKeys => encrypt_keys(&config).await,
         Action::CreateUser(create) => create_user(&config, *create).await,
         Action::ImportUsers(file) => import_users(&config, &file).await,
+        Action::ImportBetterAuth(import) => import_better_auth(&config, &import).await,
         Action::Healthcheck => healthcheck(&config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Done, but some rows were refused (each reported above).
+        Err(error) if error.downcast_ref::<RowsRefused>().is_some() => {
+            eprintln!("servauth: {error}");
+            ExitCode::from(3)
+        }
         // A setting found unusable only when used (a malformed database URL): one line, as
         // for the settings checked up front.
         Err(error) if error.downcast_ref::<ConfigError>().is_some() => {
@@ -74,6 +86,7 @@ pub async fn run(command: Command) -> ExitCode {
 }
 
 enum Action {
+    ImportBetterAuth(Box<ImportBetterAuth>),
     Serve,
     Migrate,
     CheckConfig,
@@ -237,6 +250,44 @@ async fn create_user(config: &Config, create: CreateUser) -> anyhow::Result<()> 
     let user = store.create_user(account).await?;
     println!("created {} {} ({})", role.as_str(), user.email, user.id);
     store.close().await;
+    Ok(())
+}
+
+/// An import that finished but refused some rows: exit status 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} rows were refused (see above); the rest were imported")]
+struct RowsRefused(usize);
+
+/// `servauth import better-auth`: read, check, write in one transaction, report.
+async fn import_better_auth(config: &Config, import: &ImportBetterAuth) -> anyhow::Result<()> {
+    use crate::import;
+    let source = import::Source::parse(&import.from).map_err(|message| anyhow::anyhow!(message))?;
+    let snapshot = import::read(&source).await?;
+    let limits = import::Limits {
+        now: SystemClock.now(),
+        session_ttl: config.session_ttl,
+        argon2: config.argon2,
+    };
+    let mut plan = import::plan(&snapshot, limits);
+    plan.import.dry_run = import.dry_run;
+    let store = ready_store(config).await?;
+    let outcome = store
+        .import_better_auth(plan.import.clone())
+        .await
+        .context("writing the import (nothing was imported)");
+    store.close().await;
+    let outcome = outcome?;
+    for refusal in plan.refused.iter().chain(&outcome.refused) {
+        eprintln!(
+            "refused {} {}: {}",
+            refusal.kind, refusal.id, refusal.reason
+        );
+    }
+    println!("{}", import::summary(&plan, &outcome, import.dry_run));
+    let refused = plan.refused.len() + outcome.refused.len();
+    if refused > 0 {
+        return Err(RowsRefused(refused).into());
+    }
     Ok(())
 }
 

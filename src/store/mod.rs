@@ -102,6 +102,9 @@ pub struct UserRecord {
     pub pending_email: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The user's id in the Better Auth database it was imported from
+    /// (`servauth import better-auth`); the Better Auth face shows it as the user's `id`.
+    pub better_auth_id: Option<String>,
 }
 
 /// A user together with the stored password hash (PHC string), for login and re-auth.
@@ -356,6 +359,81 @@ pub struct Pruned {
     pub one_time_tokens: u64,
 }
 
+/// A user brought over from a Better Auth database (`servauth import better-auth`),
+/// already validated: `user.now` is its creation time there.
+#[derive(Debug, Clone)]
+pub struct ImportedUser {
+    pub user: NewUser,
+    pub updated_at: DateTime<Utc>,
+    /// Its id in Better Auth: what a second import recognises it by.
+    pub better_auth_id: String,
+}
+
+/// A live Better Auth session to bring over with its user, as a session of the Better Auth
+/// face (its token stored only as its SHA-256).
+#[derive(Debug, Clone)]
+pub struct ImportedSession {
+    /// Its id in Better Auth, for the report.
+    pub better_auth_id: String,
+    /// Its user's id in Better Auth.
+    pub user_better_auth_id: String,
+    pub id: Uuid,
+    pub token_hash: Vec<u8>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What [`Store::import_better_auth`] writes, in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct BetterAuthImport {
+    pub users: Vec<ImportedUser>,
+    pub sessions: Vec<ImportedSession>,
+    /// Do everything, then roll back: the outcome says what a real run would do.
+    pub dry_run: bool,
+}
+
+/// A row the store refused, named by its Better Auth id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRefusal {
+    /// `user` or `session`.
+    pub kind: &'static str,
+    pub id: String,
+    pub reason: String,
+}
+
+/// What [`Store::import_better_auth`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub users_imported: u64,
+    /// Users an earlier import brought over (same Better Auth id): left as they are.
+    pub users_present: u64,
+    pub sessions_imported: u64,
+    /// Sessions already here (same token): left as they are.
+    pub sessions_present: u64,
+    pub refused: Vec<ImportRefusal>,
+}
+
+impl ImportOutcome {
+    pub(crate) fn refuse(&mut self, kind: &'static str, id: &str, reason: &str) {
+        self.refused.push(ImportRefusal {
+            kind,
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+/// The store's refusals of an imported user: its address belongs to another account.
+pub(crate) const IMPORT_EMAIL_TAKEN: &str =
+    "its address belongs to another servauth account (not imported from this user)";
+/// The store's refusal of an imported session whose user was not brought over.
+pub(crate) const IMPORT_NO_USER: &str = "its user was not imported";
+/// The store's refusal of an imported session whose token another session already has.
+pub(crate) const IMPORT_TOKEN_TAKEN: &str = "its token belongs to another user's session";
+
 /// The persistence the services need. Implemented by [`SqliteStore`] and [`PostgresStore`].
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -596,6 +674,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes what nothing needs any more (see [`Pruning`]), in batches so that no write
     /// holds the database for long. Returns how many rows of each kind went.
     async fn prune(&self, pruning: Pruning) -> StoreResult<Pruned>;
+
+    /// Brings Better Auth users and their sessions over, all or nothing: one transaction.
+    /// A user already imported (same Better Auth id) and a session already here (same
+    /// token) are left alone, so a second run changes nothing; a user whose address another
+    /// account has, and a session whose user is neither imported now nor before, are
+    /// refused and reported.
+    async fn import_better_auth(&self, import: BetterAuthImport) -> StoreResult<ImportOutcome>;
 
     /// The secret named `name`: `candidate` is stored if there is none yet, atomically, so
     /// replicas starting together agree on one value.

@@ -25,6 +25,7 @@
 //! takes on its user row (foreign key), so logins go on during a reset; `FOR UPDATE` (email
 //! change) makes them wait for the commit.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -37,7 +38,8 @@ use uuid::Uuid;
 
 use super::batch::Batcher;
 use super::{
-    EmailConfirmation, NewOneTimeToken, NewSession, NewTokenSession, NewUser, OneTimeTokenRecord,
+    BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER, IMPORT_TOKEN_TAKEN,
+    ImportOutcome, NewOneTimeToken, NewSession, NewTokenSession, NewUser, OneTimeTokenRecord,
     ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation, RotationOutcome,
     SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose, UserCredentials,
     UserRecord,
@@ -69,7 +71,7 @@ const SIGNING_KEY_LOCK: i64 = 0x7365_7276_6175_7468;
 macro_rules! user_columns {
     () => {
         "id, email, username, name, image, email_verified, role, pending_email, created_at, \
-         updated_at"
+         updated_at, better_auth_id"
     };
 }
 
@@ -231,6 +233,7 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord, sqlx::Error> {
         pending_email: row.try_get("pending_email")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        better_auth_id: row.try_get("better_auth_id")?,
     })
 }
 
@@ -748,7 +751,7 @@ impl Store for PostgresStore {
             "SELECT s.id AS s_id, s.user_id, s.user_agent, s.ip, s.created_at AS s_created_at, \
              s.last_used_at, s.expires_at, s.revoked_at, s.remember, \
              u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
-             u.pending_email, u.created_at, u.updated_at \
+             u.pending_email, u.created_at, u.updated_at, u.better_auth_id \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2",
         )
@@ -982,6 +985,95 @@ impl Store for PostgresStore {
             successors,
             one_time_tokens,
         })
+    }
+
+    async fn import_better_auth(&self, import: BetterAuthImport) -> StoreResult<ImportOutcome> {
+        let mut outcome = ImportOutcome::default();
+        let mut tx = self.pool.begin().await?;
+        let mut ids: HashMap<String, Uuid> = HashMap::new();
+        for imported in &import.users {
+            let present: Option<Uuid> =
+                sqlx::query_scalar("SELECT id FROM users WHERE better_auth_id = $1")
+                    .bind(&imported.better_auth_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(id) = present {
+                ids.insert(imported.better_auth_id.clone(), id);
+                outcome.users_present += 1;
+                continue;
+            }
+            let user = &imported.user;
+            let taken: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE email_key = $1")
+                .bind(&user.email_key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_some() {
+                outcome.refuse("user", &imported.better_auth_id, IMPORT_EMAIL_TAKEN);
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO users (id, email, email_key, username, username_key, password_hash, \
+                 email_verified, role, created_at, updated_at, name, image, better_auth_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(user.id)
+            .bind(&user.email)
+            .bind(&user.email_key)
+            .bind(&user.username)
+            .bind(&user.username_key)
+            .bind(&user.password_hash)
+            .bind(user.email_verified)
+            .bind(user.role.as_str())
+            .bind(user.now)
+            .bind(imported.updated_at)
+            .bind(&user.name)
+            .bind(&user.image)
+            .bind(&imported.better_auth_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_unique_violation)?;
+            ids.insert(imported.better_auth_id.clone(), user.id);
+            outcome.users_imported += 1;
+        }
+        for session in &import.sessions {
+            let Some(&user_id) = ids.get(&session.user_better_auth_id) else {
+                outcome.refuse("session", &session.better_auth_id, IMPORT_NO_USER);
+                continue;
+            };
+            let holder: Option<Uuid> =
+                sqlx::query_scalar("SELECT user_id FROM sessions WHERE token_hash = $1")
+                    .bind(&session.token_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match holder {
+                Some(holder) if holder == user_id => outcome.sessions_present += 1,
+                Some(_) => outcome.refuse("session", &session.better_auth_id, IMPORT_TOKEN_TAKEN),
+                None => {
+                    sqlx::query(
+                        "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, \
+                         last_used_at, expires_at, revoked_at, token_hash, remember) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, TRUE)",
+                    )
+                    .bind(session.id)
+                    .bind(user_id)
+                    .bind(&session.user_agent)
+                    .bind(&session.ip)
+                    .bind(session.created_at)
+                    .bind(session.last_used_at)
+                    .bind(session.expires_at)
+                    .bind(&session.token_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                    outcome.sessions_imported += 1;
+                }
+            }
+        }
+        if import.dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(outcome)
     }
 
     async fn ensure_secret(

@@ -27,11 +27,19 @@ fn date(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The id this face shows for a user: the one it had in Better Auth when it was imported
+/// from there (the app's own rows are keyed by it), servauth's otherwise.
+fn face_user_id(user: &UserRecord) -> String {
+    user.better_auth_id
+        .clone()
+        .unwrap_or_else(|| user.id.to_string())
+}
+
 /// Better Auth's `User`. A user without a display name (registered on the REST face) shows
 /// `""`: Better Auth's `name` is a string.
 fn user_json(user: &UserRecord) -> Value {
     json!({
-        "id": user.id.to_string(),
+        "id": face_user_id(user),
         "name": user.name.as_deref().unwrap_or(""),
         "email": user.email,
         "emailVerified": user.email_verified,
@@ -44,11 +52,12 @@ fn user_json(user: &UserRecord) -> Value {
 /// Better Auth's `Session`. `token` is the raw session token for the caller's own session;
 /// for any other (its token is not stored, only its hash) it is the session's id, which
 /// `revoke-session` takes in place of a token. `updatedAt` is the last slide.
-fn session_json(session: &SessionRecord, token: &str) -> Value {
+/// `user` is the session's owner.
+fn session_json(session: &SessionRecord, user: &UserRecord, token: &str) -> Value {
     json!({
         "id": session.id.to_string(),
         "token": token,
-        "userId": session.user_id.to_string(),
+        "userId": face_user_id(user),
         "expiresAt": date(session.expires_at),
         "ipAddress": session.ip.as_deref().unwrap_or(""),
         "userAgent": session.user_agent.as_deref().unwrap_or(""),
@@ -225,7 +234,7 @@ async fn get_session_inner(state: &AppState, request: Request) -> Answer {
     }
     let user = &resolved.caller.caller.user;
     let mut response = json(json!({
-        "session": session_json(&session, &resolved.token),
+        "session": session_json(&session, user, &resolved.token),
         "user": user_json(user),
     }));
     if slid {
@@ -268,15 +277,16 @@ async fn list_sessions_inner(state: &AppState, request: Request) -> Answer {
             "Session is not fresh",
         ));
     }
+    let user = &resolved.caller.caller.user;
     let list: Vec<Value> = sessions
         .list(&resolved.caller.caller)
         .await?
         .iter()
         .map(|session| {
             if session.id == current.id {
-                session_json(session, &resolved.token)
+                session_json(session, user, &resolved.token)
             } else {
-                session_json(session, &session.id.to_string())
+                session_json(session, user, &session.id.to_string())
             }
         })
         .collect();

@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod conventions;
 mod identity;
+mod import;
 mod internal;
 mod limits;
 mod mail;
