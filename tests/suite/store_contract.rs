@@ -70,6 +70,7 @@ both_backends! {
     token_sessions_need_the_user_and_the_checked_hash,
     slide_session_moves_the_expiry_never_past_the_cap,
     revoke_token_session_only_touches_the_callers_own,
+    concurrent_token_session_lookups_each_get_their_own_answer,
     token_sessions_end_with_the_rest_faces_revocations,
 }
 
@@ -3519,5 +3520,40 @@ async fn token_sessions_end_with_the_rest_faces_revocations(backend: Backend) {
     create_token_session(&*store, new_token_session(alice.id, &token(3), t1)).await;
     assert!(store.delete_user(alice.id).await.expect("delete"));
     assert_eq!(token_session_holding(&*store, 3, t1).await, None);
+    finish(db, store).await;
+}
+
+/// Many Better Auth token checks at once (the PostgreSQL store answers those that queue up
+/// together in one query): each gets its own token's session and user, or none.
+async fn concurrent_token_session_lookups_each_get_their_own_answer(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let bob = create_user(&*store, "bob@example.com", t0).await;
+    let alices = create_token_session(&*store, new_token_session(alice.id, &token(1), t0)).await;
+    let bobs = create_token_session(&*store, new_token_session(bob.id, &token(2), t0)).await;
+    create_token_session(&*store, new_token_session(bob.id, &token(3), t0)).await;
+    assert!(revoke_token(&*store, bob.id, 3, t0).await);
+    let later = t0 + TimeDelta::minutes(1);
+    let past_expiry = t0 + TimeDelta::days(8);
+    let alice_found = Some((alices, alice));
+    let bob_found = Some((bobs, bob));
+    let cases = [
+        (1, later, alice_found.clone()),
+        (2, later, bob_found.clone()),
+        (3, later, None),
+        (1, past_expiry, None),
+        (9, later, None),
+    ];
+    let lookups = (0..300).map(|i| {
+        let (n, at, expected) = cases[i % cases.len()].clone();
+        let store = Arc::clone(&store);
+        async move { (i, token_session_holding(&*store, n, at).await, expected) }
+    });
+    for (i, found, expected) in join_all(lookups).await {
+        assert_eq!(found, expected, "lookup {i}");
+    }
     finish(db, store).await;
 }
