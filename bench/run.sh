@@ -14,7 +14,9 @@
 #   HASH_CONNS ("1 16 64")         login and register, closed loop
 #   TOKEN_CONNS ("64 256 1000 10000")  validate and GET /auth/me, closed loop
 #   REFRESH_CONNS ("64 256 1000")  /auth/refresh, closed loop
-#   OPEN_RATE (5000) OPEN_CONNS (10000)  the fixed-rate open-loop token rows (oha -q)
+#   OPEN_RATE (5000) OPEN_CONNS (10000)  the fixed-rate open-loop token rows (oha -q; 0: none)
+#   FACE_CONNS ("64 256 1000")  GET /api/auth/get-session (Better Auth face), cookie and bearer,
+#                  closed loop, as the peer's get-session rows ("": none)
 #   LOGIN_LOADS ("0.35 0.7 2")     open-loop login at these fractions of the Argon2 limit
 #   ARGON2_BENCH (1: measure the limit with the criterion bench; 0: use ARGON2_LIMIT=<hashes/s>)
 #   SERVER_ENV ("")  extra VAR=value settings for servauth, e.g. "MALLOC_ARENA_MAX=2"
@@ -41,7 +43,8 @@ TOKEN_CONNS="${TOKEN_CONNS:-64 256 1000 10000}"
 REFRESH_CONNS="${REFRESH_CONNS:-64 256 1000}"
 OPEN_RATE="${OPEN_RATE:-5000}"
 OPEN_CONNS="${OPEN_CONNS:-10000}"
-LOGIN_LOADS="${LOGIN_LOADS:-0.35 0.7 2}"
+LOGIN_LOADS="${LOGIN_LOADS-0.35 0.7 2}"
+FACE_CONNS="${FACE_CONNS-64 256 1000}"
 ARGON2_BENCH="${ARGON2_BENCH:-1}"
 PORT="${PORT:-4200}"
 SERVER_ENV="${SERVER_ENV:-}"
@@ -54,6 +57,8 @@ BIN="$CARGO_TARGET_DIR/release/servauth"
 URL="http://127.0.0.1:$PORT"
 # Fixed, benchmark-only secret (>= 32 bytes) for /api/internal/*.
 INTERNAL_SECRET="bench-internal-secret-0123456789abcdef0123"
+# Fixed, benchmark-only secret (>= 32 bytes) for the Better Auth face's signed cookies.
+BETTER_AUTH_SECRET="bench-better-auth-secret-0123456789abcdef01"
 PASSWORD="correct horse battery staple"
 
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -91,7 +96,9 @@ if [ "$BUILD" = 1 ]; then
 fi
 [ -x "$BIN" ] || die "no binary at $BIN"
 command -v wrk >/dev/null || die "wrk missing: apt-get install wrk"
-command -v oha >/dev/null || die "oha missing: cargo install oha --locked"
+if [ -n "$LOGIN_LOADS" ] || [ "$OPEN_RATE" != 0 ]; then
+  command -v oha >/dev/null || die "oha missing: cargo install oha --locked (or LOGIN_LOADS= OPEN_RATE=0)"
+fi
 
 # ---- environment / versions ----------------------------------------------------------------
 {
@@ -106,12 +113,13 @@ command -v oha >/dev/null || die "oha missing: cargo install oha --locked"
   echo "postgres: $(psql "$PG_ADMIN_URL" -tAc 'show server_version')"
   echo "sqlite (bundled by sqlx, libsqlite3-sys): $(grep -A1 '^name = "libsqlite3-sys"' "$ROOT/Cargo.lock" | awk -F'"' '/version/ {print $2}')"
   echo "wrk: $(wrk -v 2>&1 | head -1)"
-  echo "oha: $(oha --version)"
+  echo "oha: $(oha --version 2>/dev/null || echo 'not used')"
   echo "python: $(python3 --version 2>&1)"
   echo "ulimit_n: soft $(ulimit -Sn) hard $(ulimit -Hn)"
   echo "duration: $DURATION  warmup: $WARMUP  settle: ${SETTLE}s  idle_quiet: ${IDLE_QUIET}s  seed_users: $SEED_USERS"
   echo "hash_conns: $HASH_CONNS  token_conns: $TOKEN_CONNS  refresh_conns: $REFRESH_CONNS"
   echo "open_loop: $OPEN_RATE req/s over $OPEN_CONNS connections  login_loads: $LOGIN_LOADS"
+  echo "face_conns (Better Auth get-session, cookie and bearer): ${FACE_CONNS:-(none)}"
   echo "server_env: ${SERVER_ENV:-(none)}"
 } > "$OUT/env.txt"
 cat "$OUT/env.txt" >&2
@@ -262,6 +270,15 @@ check_token_paths() {  # the seeded tokens still validate (validate answers 200 
   curl -fs -o /dev/null "$URL/auth/me" -H "authorization: Bearer $tok" || die "GET /auth/me refused a seeded token"
 }
 
+check_face_sessions() {  # the face's seeded sessions still resolve (get-session answers 200 `null` for none)
+  local cookie bearer body
+  cookie="$(head -1 "$DATA/face-cookies.txt")"; bearer="$(head -1 "$DATA/face-tokens.txt")"
+  body="$(curl -fs "$URL/api/auth/get-session" -H "cookie: $cookie")" || true
+  [[ "$body" == *'"session":{'* ]] || die "get-session no longer finds the session of a seeded cookie: ${body:0:200}"
+  body="$(curl -fs "$URL/api/auth/get-session" -H "authorization: Bearer $bearer")" || true
+  [[ "$body" == *'"session":{'* ]] || die "get-session no longer finds the session of a seeded bearer token: ${body:0:200}"
+}
+
 # ---- the Argon2 limit: criterion's hashing bench, all cores, configured parameters ----------
 # argon2_raw/all_cores (one plain thread per core hashing back to back) is the limit; the
 # pool's own figure (hashing_pool/verify_concurrent) is recorded beside it.
@@ -299,6 +316,7 @@ run_backend() {  # postgres | sqlite
     SERVAUTH_LISTEN="127.0.0.1:$PORT" \
     SERVAUTH_PUBLIC_URL="$URL" \
     SERVAUTH_INTERNAL_SECRET="$INTERNAL_SECRET" \
+    SERVAUTH_BETTER_AUTH_SECRET="$BETTER_AUTH_SECRET" \
     SERVAUTH_COOKIE_SECURE=false \
     SERVAUTH_LOG=warn \
     SERVAUTH_ACCESS_TTL=1h \
@@ -314,6 +332,10 @@ run_backend() {  # postgres | sqlite
     sleep 0.2
   done
   curl -fs -o /dev/null "$URL/ready" || die "servauth not ready in 30 s"
+  if [ -n "$FACE_CONNS" ]; then
+    [[ "$(curl -fs "$URL/api/auth/ok" || true)" == *'"ok":true'* ]] \
+      || die "the Better Auth face does not answer GET /api/auth/ok (binary without it? FACE_CONNS= skips its rows)"
+  fi
   sleep 2
   snapshot_idle "$backend/fresh"
 
@@ -322,11 +344,22 @@ run_backend() {  # postgres | sqlite
   check_token_paths
   local tok; tok="$(head -1 "$DATA/access.txt")"
   local email; email="$(head -1 "$DATA/emails.txt")"
+  # Better Auth face: one session per seeded account, opened through sign-in/email as the
+  # peer's seed.mjs opens its get-session pool.
+  if [ -n "$FACE_CONNS" ]; then
+    log "$backend: signing the $SEED_USERS users in through POST /api/auth/sign-in/email (4 at a time)"
+    python3 "$BENCH_DIR/face_seed.py" "$URL" "$DATA" 4 | tee -a "$OUT/bench.log" >&2
+    check_face_sessions
+  fi
 
   log "$backend: warm-up ($WARMUP each, not reported)"
   warmup login.lua 16 DATA_DIR="$DATA"
   warmup validate.lua 64 DATA_DIR="$DATA"
   warmup me.lua 64 DATA_DIR="$DATA"
+  if [ -n "$FACE_CONNS" ]; then
+    warmup getsession.lua 64 DATA_DIR="$DATA" AUTH_MODE=cookie
+    warmup getsession.lua 64 DATA_DIR="$DATA" AUTH_MODE=bearer
+  fi
   # Idle means no request for IDLE_QUIET seconds: the hashing pool keeps its Argon2 work
   # areas (19 MiB per worker) for 10 s after its last hash, so that bursts of logins don't
   # fault them in again; the allocator returns freed memory within about a second.
@@ -383,14 +416,33 @@ run_backend() {  # postgres | sqlite
   for c in $TOKEN_CONNS; do
     wrk_run "$backend/validate-c$c" "$c" validate.lua DATA_DIR="$DATA"
   done
-  oha_run "$backend/validate-open$OPEN_RATE-c$OPEN_CONNS" "$OPEN_CONNS" "$OPEN_RATE" "$URL/api/internal/validate" \
-    -m POST -T application/json -H "X-Service-Auth: $INTERNAL_SECRET" -d "{\"token\":\"$tok\"}"
+  if [ "$OPEN_RATE" != 0 ]; then
+    oha_run "$backend/validate-open$OPEN_RATE-c$OPEN_CONNS" "$OPEN_CONNS" "$OPEN_RATE" "$URL/api/internal/validate" \
+      -m POST -T application/json -H "X-Service-Auth: $INTERNAL_SECRET" -d "{\"token\":\"$tok\"}"
+  fi
   for c in $TOKEN_CONNS; do
     wrk_run "$backend/me-c$c" "$c" me.lua DATA_DIR="$DATA"
   done
-  oha_run "$backend/me-open$OPEN_RATE-c$OPEN_CONNS" "$OPEN_CONNS" "$OPEN_RATE" "$URL/auth/me" \
-    -H "Authorization: Bearer $tok"
+  if [ "$OPEN_RATE" != 0 ]; then
+    oha_run "$backend/me-open$OPEN_RATE-c$OPEN_CONNS" "$OPEN_CONNS" "$OPEN_RATE" "$URL/auth/me" \
+      -H "Authorization: Bearer $tok"
+  fi
   check_token_paths
+
+  # Better Auth face: GET /api/auth/get-session, closed loop, with the peer's client work
+  # (its lua/getsession.lua: the signed session cookie, then Authorization: Bearer with the
+  # set-auth-token of sign-in; the peer needs a restart with its bearer plugin for those,
+  # servauth's face always takes both).
+  if [ -n "$FACE_CONNS" ]; then
+    check_face_sessions
+    local mode
+    for mode in cookie bearer; do
+      for c in $FACE_CONNS; do
+        wrk_run "$backend/face-getsession-$mode-c$c" "$c" getsession.lua DATA_DIR="$DATA" AUTH_MODE="$mode"
+      done
+    done
+    check_face_sessions
+  fi
 
   # Refresh: every token is used once; the pool is the seed's tokens plus those of every
   # session the login/register runs opened, and each run hands its survivors to the next.
@@ -438,5 +490,8 @@ if [ "$PEER" = 1 ]; then
   log "peer: results/$peer_run copied to $OUT/peer"
 fi
 
-python3 "$BENCH_DIR/report.py" summary "$OUT" | tee "$OUT/summary.md"
+{
+  python3 "$BENCH_DIR/report.py" summary "$OUT"
+  python3 "$BENCH_DIR/face_report.py" "$OUT"
+} | tee "$OUT/summary.md"
 log "done: $OUT"

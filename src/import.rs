@@ -47,7 +47,7 @@ impl Source {
             .or_else(|| raw.strip_prefix("sqlite:"))
             .unwrap_or(raw);
         if path.is_empty() {
-            return Err("--from: name a postgres:// URL or a SQLite file".to_owned());
+            return Err("name a postgres:// URL or a SQLite file".to_owned());
         }
         Ok(Self::Sqlite(PathBuf::from(path)))
     }

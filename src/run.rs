@@ -261,7 +261,8 @@ struct RowsRefused(usize);
 /// `servauth import better-auth`: read, check, write in one transaction, report.
 async fn import_better_auth(config: &Config, import: &ImportBetterAuth) -> anyhow::Result<()> {
     use crate::import;
-    let source = import::Source::parse(&import.from).map_err(|message| anyhow::anyhow!(message))?;
+    let source = import::Source::parse(&import.from)
+        .map_err(|message| ConfigError::new("--from", message))?;
     let snapshot = import::read(&source).await?;
     let limits = import::Limits {
         now: SystemClock.now(),

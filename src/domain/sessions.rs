@@ -363,6 +363,16 @@ impl Sessions {
             .map_err(|error| AuthError::Internal(error.into()))
     }
 
+    /// As [`Self::access_token_for`], answering a token signed moments ago for the same
+    /// session and claims again (see `AccessTokens::issue_recent`): for `get-session`'s
+    /// `set-auth-jwt`, which every call carries.
+    pub fn recent_access_token_for(&self, caller: &TokenCaller) -> Result<String, AuthError> {
+        self.keys
+            .current()
+            .issue_recent(&caller.caller.user, caller.session.id, self.clock.now())
+            .map_err(|error| AuthError::Internal(error.into()))
+    }
+
     /// Now, on the services' clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()

@@ -19,6 +19,9 @@ const LEEWAY_SECONDS: i64 = 30;
 /// How many verified tokens [`AccessTokens`] remembers (about 250 bytes each).
 const VERIFIED_CACHE_CAPACITY: usize = 50_000;
 
+/// How long, in seconds, [`AccessTokens::issue_recent`] answers a token it signed again.
+const RECENT_TOKEN_REUSE: i64 = 30;
+
 /// The claims of an access token (RFC 9068 plus `sid`, `role` and `email_verified`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -71,6 +74,9 @@ pub struct AccessTokens {
     /// get in, so it cannot be filled without valid tokens; it is bounded all the same, and
     /// it goes with these keys when they change.
     verified: quick_cache::sync::Cache<[u8; 32], AccessClaims>,
+    /// Tokens recently issued by [`Self::issue_recent`], by what they say (session, user,
+    /// role, verified), with when they were signed.
+    recent: quick_cache::sync::Cache<(Uuid, Uuid, Role, bool), (String, i64)>,
 }
 
 impl std::fmt::Debug for AccessTokens {
@@ -164,6 +170,7 @@ impl AccessTokens {
             jwks,
             validation,
             verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY),
+            recent: quick_cache::sync::Cache::new(VERIFIED_CACHE_CAPACITY),
         }
     }
 
@@ -195,6 +202,30 @@ impl AccessTokens {
         now: DateTime<Utc>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         self.sign(user.id, session_id, user.role, user.email_verified, now)
+    }
+
+    /// As [`Self::issue_for`], but a token signed for the same session, user, role and
+    /// verification less than [`RECENT_TOKEN_REUSE`] ago is answered again instead of a new
+    /// signature: the Better Auth face's `get-session` hands one out on every call
+    /// (`set-auth-jwt`), and Ed25519 signing was a quarter of that call's CPU. The caller has
+    /// just checked the session is live; the token's `exp` is at most that much earlier than
+    /// a fresh one's. Bounded, and gone with these keys when they change.
+    pub fn issue_recent(
+        &self,
+        user: &crate::store::UserRecord,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let key = (session_id, user.id, user.role, user.email_verified);
+        let at = now.timestamp();
+        if let Some((token, issued)) = self.recent.get(&key)
+            && (0..RECENT_TOKEN_REUSE).contains(&(at - issued))
+        {
+            return Ok(token);
+        }
+        let token = self.issue_for(user, session_id, now)?;
+        self.recent.insert(key, (token.clone(), at));
+        Ok(token)
     }
 
     /// Signs an access token for a session of an unverified user with this role.
@@ -388,6 +419,54 @@ mod tests {
         assert_eq!(
             tokens.verify(&token, now + Duration::seconds(931)),
             Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn a_recent_token_is_answered_again_only_for_the_same_claims_and_briefly() {
+        let (tokens, _) = eddsa_tokens();
+        let now = Utc::now();
+        let user = crate::store::UserRecord {
+            id: Uuid::now_v7(),
+            email: "ada@example.com".into(),
+            username: None,
+            name: None,
+            image: None,
+            email_verified: false,
+            role: Role::User,
+            pending_email: None,
+            created_at: now,
+            updated_at: now,
+            better_auth_id: None,
+        };
+        let session = Uuid::now_v7();
+        let first = tokens.issue_recent(&user, session, now).unwrap();
+        let soon = now + Duration::seconds(RECENT_TOKEN_REUSE - 1);
+        assert_eq!(tokens.issue_recent(&user, session, soon).unwrap(), first);
+        // Another session, a changed role or verification: a token of its own.
+        assert_ne!(
+            tokens.issue_recent(&user, Uuid::now_v7(), soon).unwrap(),
+            first
+        );
+        let admin = crate::store::UserRecord {
+            role: Role::Admin,
+            ..user.clone()
+        };
+        let promoted = tokens.issue_recent(&admin, session, soon).unwrap();
+        assert_eq!(tokens.verify(&promoted, soon).unwrap().role, Role::Admin);
+        let verified = crate::store::UserRecord {
+            email_verified: true,
+            ..user.clone()
+        };
+        let token = tokens.issue_recent(&verified, session, soon).unwrap();
+        assert!(tokens.verify(&token, soon).unwrap().email_verified);
+        // Past the reuse window: signed afresh, with a later expiry.
+        let later = now + Duration::seconds(RECENT_TOKEN_REUSE);
+        let fresh = tokens.issue_recent(&user, session, later).unwrap();
+        assert_ne!(fresh, first);
+        assert_eq!(
+            tokens.verify(&fresh, later).unwrap().exp,
+            later.timestamp() + 900
         );
     }
 

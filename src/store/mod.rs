@@ -63,7 +63,7 @@ pub struct PoolStatus {
 }
 
 /// A user's role. Stored as `'user'` / `'admin'`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,

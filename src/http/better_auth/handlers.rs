@@ -240,7 +240,7 @@ async fn get_session_inner(state: &AppState, request: Request) -> Answer {
     if slid {
         response = call.with_session(response, &resolved.token, &session);
     }
-    let jwt = sessions.access_token_for(&resolved.caller)?;
+    let jwt = sessions.recent_access_token_for(&resolved.caller)?;
     if let Ok(value) = HeaderValue::from_str(&jwt) {
         response.headers_mut().insert("set-auth-jwt", value);
         expose(&mut response, "set-auth-jwt");
