@@ -297,7 +297,7 @@ impl Sessions {
             .find_token_session(&token_hash(token), now)
             .await?
             .ok_or(AuthError::InvalidToken)?;
-        let claims = self.keys.current().claims_for(&user, session.id, now);
+        let claims = self.keys.current().claims_for(&user, &session, now);
         Ok(TokenCaller {
             session,
             caller: Caller { user, claims },
@@ -359,7 +359,7 @@ impl Sessions {
     pub fn access_token_for(&self, caller: &TokenCaller) -> Result<String, AuthError> {
         self.keys
             .current()
-            .issue_for(&caller.caller.user, caller.session.id, self.clock.now())
+            .issue_for(&caller.caller.user, &caller.session, self.clock.now())
             .map_err(|error| AuthError::Internal(error.into()))
     }
 
@@ -369,7 +369,7 @@ impl Sessions {
     pub fn recent_access_token_for(&self, caller: &TokenCaller) -> Result<String, AuthError> {
         self.keys
             .current()
-            .issue_recent(&caller.caller.user, caller.session.id, self.clock.now())
+            .issue_recent(&caller.caller.user, &caller.session, self.clock.now())
             .map_err(|error| AuthError::Internal(error.into()))
     }
 
@@ -599,7 +599,7 @@ impl Sessions {
     ) -> Result<IssuedSession, AuthError> {
         let tokens = self.keys.current();
         let access_token = tokens
-            .issue_for(user, session.id, now)
+            .issue_for(user, session, now)
             .map_err(|error| AuthError::Internal(error.into()))?;
         Ok(IssuedSession {
             session_id: session.id,

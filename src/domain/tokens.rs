@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::store::{Role, SigningKeyRecord};
+use crate::store::{Role, SessionRecord, SigningKeyRecord};
 
 /// `typ` of our access tokens (RFC 9068).
 const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -18,6 +18,9 @@ const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 const LEEWAY_SECONDS: i64 = 30;
 /// How many verified tokens [`AccessTokens`] remembers (about 250 bytes each).
 const VERIFIED_CACHE_CAPACITY: usize = 50_000;
+
+/// The `amr` of a session opened by a password sign-in (RFC 8176), the only kind so far.
+pub const AMR_PASSWORD: &str = "pwd";
 
 /// How long, in seconds, [`AccessTokens::issue_recent`] answers a token it signed again.
 const RECENT_TOKEN_REUSE: i64 = 30;
@@ -34,6 +37,15 @@ pub struct AccessClaims {
     /// claim name). Absent in tokens of earlier versions: read as `false`.
     #[serde(default)]
     pub email_verified: bool,
+    /// When the user authenticated for this session (OpenID Connect's `auth_time`, seconds
+    /// since the Unix epoch): the sign-in that opened it, kept across refreshes. Absent in
+    /// tokens of earlier versions: read as `0` (unknown, so never fresh).
+    #[serde(default)]
+    pub auth_time: i64,
+    /// How the user authenticated (RFC 8176 `amr` values): `["pwd"]` for a password sign-in.
+    /// Absent in tokens of earlier versions: read as empty.
+    #[serde(default)]
+    pub amr: Vec<String>,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
@@ -198,10 +210,11 @@ impl AccessTokens {
     pub fn issue_for(
         &self,
         user: &crate::store::UserRecord,
-        session_id: Uuid,
+        session: &SessionRecord,
         now: DateTime<Utc>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        self.sign(user.id, session_id, user.role, user.email_verified, now)
+        let claims = self.claims_for(user, session, now);
+        self.sign_claims(&claims)
     }
 
     /// As [`Self::issue_for`], but a token signed for the same session, user, role and
@@ -213,17 +226,17 @@ impl AccessTokens {
     pub fn issue_recent(
         &self,
         user: &crate::store::UserRecord,
-        session_id: Uuid,
+        session: &SessionRecord,
         now: DateTime<Utc>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let key = (session_id, user.id, user.role, user.email_verified);
+        let key = (session.id, user.id, user.role, user.email_verified);
         let at = now.timestamp();
         if let Some((token, issued)) = self.recent.get(&key)
             && (0..RECENT_TOKEN_REUSE).contains(&(at - issued))
         {
             return Ok(token);
         }
-        let token = self.issue_for(user, session_id, now)?;
+        let token = self.issue_for(user, session, now)?;
         self.recent.insert(key, (token.clone(), at));
         Ok(token)
     }
@@ -236,7 +249,8 @@ impl AccessTokens {
         role: Role,
         now: DateTime<Utc>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        self.sign(user_id, session_id, role, false, now)
+        let claims = self.claims(user_id, session_id, role, false, now);
+        self.sign_claims(&claims)
     }
 
     /// The claims an access token issued now for a session of `user` carries. The Better
@@ -244,10 +258,14 @@ impl AccessTokens {
     pub fn claims_for(
         &self,
         user: &crate::store::UserRecord,
-        session_id: Uuid,
+        session: &SessionRecord,
         now: DateTime<Utc>,
     ) -> AccessClaims {
-        self.claims(user.id, session_id, user.role, user.email_verified, now)
+        AccessClaims {
+            // The sign-in that opened the session (refreshes do not authenticate the user).
+            auth_time: session.created_at.timestamp(),
+            ..self.claims(user.id, session.id, user.role, user.email_verified, now)
+        }
     }
 
     fn claims(
@@ -265,6 +283,8 @@ impl AccessTokens {
             sid: session_id,
             role,
             email_verified,
+            auth_time: now.timestamp(),
+            amr: vec![AMR_PASSWORD.to_owned()],
             iat: now.timestamp(),
             nbf: now.timestamp(),
             exp: (now + self.ttl).timestamp(),
@@ -272,19 +292,11 @@ impl AccessTokens {
         }
     }
 
-    fn sign(
-        &self,
-        user_id: Uuid,
-        session_id: Uuid,
-        role: Role,
-        email_verified: bool,
-        now: DateTime<Utc>,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
+    fn sign_claims(&self, claims: &AccessClaims) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(self.algorithm);
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
         header.kid.clone_from(&self.signing_kid);
-        let claims = self.claims(user_id, session_id, role, email_verified, now);
-        jsonwebtoken::encode(&header, &claims, &self.signing_key)
+        jsonwebtoken::encode(&header, claims, &self.signing_key)
     }
 
     /// Verifies an access token's header, signature and claims at `now`. Whether its session
@@ -439,30 +451,45 @@ mod tests {
             updated_at: now,
             better_auth_id: None,
         };
-        let session = Uuid::now_v7();
-        let first = tokens.issue_recent(&user, session, now).unwrap();
+        let session = SessionRecord {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            user_agent: None,
+            ip: None,
+            created_at: now - Duration::hours(2),
+            last_used_at: now,
+            expires_at: now + Duration::days(1),
+            revoked_at: None,
+            remember: true,
+        };
+        let other = SessionRecord {
+            id: Uuid::now_v7(),
+            ..session.clone()
+        };
+        let first = tokens.issue_recent(&user, &session, now).unwrap();
+        // It says when and how the user signed in: the session's start, by password.
+        let claims = tokens.verify(&first, now).unwrap();
+        assert_eq!(claims.auth_time, session.created_at.timestamp());
+        assert_eq!(claims.amr, vec!["pwd".to_owned()]);
         let soon = now + Duration::seconds(RECENT_TOKEN_REUSE - 1);
-        assert_eq!(tokens.issue_recent(&user, session, soon).unwrap(), first);
+        assert_eq!(tokens.issue_recent(&user, &session, soon).unwrap(), first);
         // Another session, a changed role or verification: a token of its own.
-        assert_ne!(
-            tokens.issue_recent(&user, Uuid::now_v7(), soon).unwrap(),
-            first
-        );
+        assert_ne!(tokens.issue_recent(&user, &other, soon).unwrap(), first);
         let admin = crate::store::UserRecord {
             role: Role::Admin,
             ..user.clone()
         };
-        let promoted = tokens.issue_recent(&admin, session, soon).unwrap();
+        let promoted = tokens.issue_recent(&admin, &session, soon).unwrap();
         assert_eq!(tokens.verify(&promoted, soon).unwrap().role, Role::Admin);
         let verified = crate::store::UserRecord {
             email_verified: true,
             ..user.clone()
         };
-        let token = tokens.issue_recent(&verified, session, soon).unwrap();
+        let token = tokens.issue_recent(&verified, &session, soon).unwrap();
         assert!(tokens.verify(&token, soon).unwrap().email_verified);
         // Past the reuse window: signed afresh, with a later expiry.
         let later = now + Duration::seconds(RECENT_TOKEN_REUSE);
-        let fresh = tokens.issue_recent(&user, session, later).unwrap();
+        let fresh = tokens.issue_recent(&user, &session, later).unwrap();
         assert_ne!(fresh, first);
         assert_eq!(
             tokens.verify(&fresh, later).unwrap().exp,

@@ -48,6 +48,11 @@ pub struct ActiveToken {
     email: String,
     /// Whether the user's address is verified (now, not when the token was issued).
     email_verified: bool,
+    /// When the user authenticated for this session (the sign-in that opened it), seconds
+    /// since the Unix epoch; `0` for a token of an earlier version.
+    auth_time: i64,
+    /// How the user authenticated (RFC 8176): `["pwd"]` for a password sign-in.
+    amr: Vec<String>,
     /// Expiry, seconds since the Unix epoch.
     exp: i64,
     /// Issue time, seconds since the Unix epoch.
@@ -118,6 +123,8 @@ pub async fn validate_token(
             role: caller.user.role,
             email: caller.user.email,
             email_verified: caller.user.email_verified,
+            auth_time: caller.claims.auth_time,
+            amr: caller.claims.amr,
             exp: caller.claims.exp,
             iat: caller.claims.iat,
         }),

@@ -309,6 +309,33 @@ async fn users_passwords_and_live_sessions_come_over_and_a_second_run_changes_no
         get_session(&app, "neverIssued0000000000000000000").await,
         Value::Null
     );
+    // Its tokens say the user signed in when Better Auth's session began (an hour ago).
+    let token: Value = app
+        .client
+        .get(app.url("/api/auth/token"))
+        .header(
+            "cookie",
+            format!(
+                "better-auth.session_token={}",
+                signed_cookie("adaLiveToken000000000000000001")
+            ),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let payload = token["token"].as_str().unwrap().split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let signed_in = (Utc::now() - Duration::hours(1)).timestamp();
+    let auth_time = claims["auth_time"].as_i64().unwrap();
+    assert!((auth_time - signed_in).abs() <= 5, "{claims:#}");
     // servauth's own face sees the same session.
     let validate = app
         .client

@@ -47,7 +47,7 @@ async fn validate_answers_in_the_shape_of_rfc_7662(backend: Backend) {
     assert_eq!(reply.status, StatusCode::OK, "{:#}", reply.body);
     assert_eq!(reply.header("cache-control"), Some("no-store"));
     let body = reply.body.as_object().unwrap();
-    assert_eq!(body.len(), 8, "{body:?}");
+    assert_eq!(body.len(), 10, "{body:?}");
     assert_eq!(body["active"], true);
     assert_eq!(body["email_verified"], false);
     assert_eq!(body["sub"], registered["user"]["id"]);
@@ -203,7 +203,36 @@ async fn internal_routes_do_not_exist_without_a_secret(backend: Backend) {
 
 crate::support::both_backends!(
     validate_answers_in_the_shape_of_rfc_7662,
+    tokens_say_when_and_how_the_user_signed_in_across_refreshes,
     internal_routes_need_the_service_secret,
     internal_user_lookup,
     internal_routes_do_not_exist_without_a_secret,
 );
+
+/// `auth_time` is the sign-in that opened the session and `amr` how it was made, in every
+/// access token of the session (refreshes do not authenticate the user) and in validate's
+/// answer.
+async fn tokens_say_when_and_how_the_user_signed_in_across_refreshes(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &["--internal-secret", SECRET]).await else {
+        return;
+    };
+    app.register("ada@example.com").await;
+    app.clock.advance(Duration::minutes(3));
+    let signed_in_at = app.clock_now().timestamp();
+    let session = app.login_native("ada@example.com").await;
+    let first = validate(&app, &session.access).await.body;
+    assert_eq!(first["auth_time"], signed_in_at, "{first:#}");
+    assert_eq!(first["amr"], json!(["pwd"]));
+
+    app.clock.advance(Duration::minutes(20));
+    let refreshed = app.refresh_native(&session.refresh).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{:#}", refreshed.body);
+    let later = validate(&app, &refreshed.str("access_token")).await.body;
+    assert_eq!(later["active"], true, "{later:#}");
+    assert_eq!(
+        later["auth_time"], signed_in_at,
+        "the refresh is no sign-in"
+    );
+    assert_eq!(later["amr"], json!(["pwd"]));
+    assert!(later["iat"].as_i64().unwrap() >= signed_in_at + 20 * 60);
+}
