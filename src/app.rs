@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, MigrateMode, SigningConfig};
 use crate::domain::{
-    AccountMail, Accounts, InstallationKeys, KeySource, Lifetimes, PasswordHashing, PasswordPolicy,
-    RELOAD_EVERY, ServiceSecret, Sessions, SigningKeys,
+    AccountMail, Accounts, FactorSealing, FactorSettings, InstallationKeys, KeySource, Lifetimes,
+    PasswordHashing, PasswordPolicy, RELOAD_EVERY, ServiceSecret, Sessions, SigningKeys,
 };
 use crate::http::{self, ApiError};
 use crate::limits::RateLimits;
@@ -260,7 +260,8 @@ async fn initialize(
         mail,
         config.require_verified_email,
         limits.clone(),
-        installation,
+        installation.clone(),
+        factor_settings(config, &installation),
     );
     let service_secret = config.internal_secret.as_ref().map(ServiceSecret::new);
     Ok(Services {
@@ -269,6 +270,39 @@ async fn initialize(
         sessions,
         service_secret,
     })
+}
+
+/// What second factors need: the sealing keys, the step-up window, and the WebAuthn relying
+/// party (none, with a warning, when its settings do not make one: passkeys then answer
+/// `404 passkeys_unavailable`, everything else works).
+fn factor_settings(config: &Config, installation: &InstallationKeys) -> FactorSettings {
+    let webauthn = config.webauthn_origins.split_first().and_then(|(first, rest)| {
+        let built = webauthn_rs::WebauthnBuilder::new(&config.webauthn_rp_id, first)
+            .map(|builder| {
+                rest.iter()
+                    .fold(builder.rp_name(&config.service_name), |builder, origin| {
+                        builder.append_allowed_origin(origin)
+                    })
+            })
+            .and_then(webauthn_rs::WebauthnBuilder::build);
+        match built {
+            Ok(webauthn) => Some(Arc::new(webauthn)),
+            Err(error) => {
+                tracing::warn!(
+                    rp_id = config.webauthn_rp_id,
+                    error = %error,
+                    "passkeys are off: SERVAUTH_WEBAUTHN_RP_ID does not fit SERVAUTH_WEBAUTHN_ORIGINS"
+                );
+                None
+            }
+        }
+    });
+    FactorSettings {
+        sealing: FactorSealing::new(config.key_encryption_key.clone(), installation.factor_key()),
+        service_name: config.service_name.clone(),
+        reauth_max_age: config.reauth_max_age,
+        webauthn,
+    }
 }
 
 /// Re-reads the signing keys every [`RELOAD_EVERY`], so a `servauth keys rotate` run
@@ -317,6 +351,10 @@ pub async fn prune(store: &dyn Store, now: chrono::DateTime<chrono::Utc>, lifeti
         now,
         rotated_before: now - lifetimes.reuse_grace,
     };
+    match store.prune_challenges(now - PRUNE_RETENTION).await {
+        Ok(challenges) => tracing::debug!(challenges, "pruned expired challenges"),
+        Err(error) => tracing::warn!(error = %error, "pruning challenges failed"),
+    }
     match store.prune(pruning).await {
         Ok(pruned) => tracing::info!(
             sessions = pruned.sessions,

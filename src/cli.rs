@@ -71,6 +71,17 @@ pub enum UsersCommand {
     /// email_verified?, created_at?}`: bcrypt, scrypt and argon2 hashes, re-hashed with the
     /// current parameters at each account's next login.
     Import(ImportUsers),
+    /// Remove every second factor of an account (TOTP, passkeys, recovery codes), for a user
+    /// who lost them; its owner is mailed. The password alone signs in afterwards.
+    ResetMfa(ResetMfa),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResetMfa {
+    #[arg(long)]
+    pub email: String,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, Subcommand)]

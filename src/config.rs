@@ -252,6 +252,27 @@ pub struct Settings {
     )]
     pub previous_key_encryption_key: Option<SecretString>,
 
+    /// How recent an authentication must be for a sensitive change (the password or email,
+    /// deleting the account, adding or removing a second factor, new recovery codes): older,
+    /// and the change answers `403 reauthentication_required`.
+    #[arg(long, env = "SERVAUTH_REAUTH_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
+    pub reauth_max_age: Duration,
+
+    /// The WebAuthn relying party id passkeys are bound to: a registrable domain the public
+    /// URL's host is (or is under). Default: the public URL's host.
+    #[arg(long, env = "SERVAUTH_WEBAUTHN_RP_ID")]
+    pub webauthn_rp_id: Option<String>,
+
+    /// Origins (comma-separated `scheme://host[:port]`) whose pages may register and use
+    /// passkeys. Default: the public URL's origin and `SERVAUTH_CORS_ORIGINS`.
+    #[arg(long, env = "SERVAUTH_WEBAUTHN_ORIGINS", value_delimiter = ',')]
+    pub webauthn_origins: Vec<Url>,
+
+    /// The name authenticators show for this service (passkeys), and the issuer of TOTP
+    /// enrolments (what authenticator apps show beside the account).
+    #[arg(long, env = "SERVAUTH_SERVICE_NAME", default_value = "servauth")]
+    pub service_name: String,
+
     /// Requests handled at once; more wait, in arrival order, holding only their parsed
     /// head (`/live`, `/ready`, `/health` and `/metrics` never wait). Default: 512 per core.
     #[arg(long, env = "SERVAUTH_MAX_IN_FLIGHT",
@@ -358,6 +379,14 @@ pub struct Config {
     /// Opens keys sealed under the key before (for `servauth keys encrypt`).
     pub previous_key_encryption_key: Option<KeyEncryptionKey>,
     pub max_in_flight: usize,
+    /// How recent an authentication a sensitive change needs.
+    pub reauth_max_age: chrono::Duration,
+    /// The WebAuthn relying party id.
+    pub webauthn_rp_id: String,
+    /// Origins allowed to use passkeys (the first is the relying party's own).
+    pub webauthn_origins: Vec<Url>,
+    /// What authenticators and authenticator apps show for this service.
+    pub service_name: String,
 }
 
 /// A setting that cannot be used, named by its environment variable.
@@ -495,7 +524,34 @@ impl Settings {
         let max_in_flight = self
             .max_in_flight
             .map_or(cores.saturating_mul(512), |limit| limit as usize);
+        let webauthn_rp_id = match self.webauthn_rp_id {
+            Some(id) if id.trim().is_empty() || id.contains(['/', ':']) => {
+                return Err(ConfigError::new(
+                    "SERVAUTH_WEBAUTHN_RP_ID",
+                    "expected a domain name such as example.com",
+                ));
+            }
+            Some(id) => id.trim().to_ascii_lowercase(),
+            None => self.public_url.host_str().unwrap_or("localhost").to_owned(),
+        };
+        let webauthn_origins = if self.webauthn_origins.is_empty() {
+            let mut origins = vec![self.public_url.clone()];
+            origins.extend(self.cors_origins.iter().filter_map(|o| Url::parse(o).ok()));
+            origins
+        } else {
+            self.webauthn_origins
+        };
+        if self.service_name.trim().is_empty() || self.service_name.contains(':') {
+            return Err(ConfigError::new(
+                "SERVAUTH_SERVICE_NAME",
+                "must not be empty or contain `:`",
+            ));
+        }
         Ok(Config {
+            reauth_max_age: to_chrono(self.reauth_max_age, "SERVAUTH_REAUTH_MAX_AGE")?,
+            webauthn_rp_id,
+            webauthn_origins,
+            service_name: self.service_name,
             database_url: self.database_url,
             database_max_connections: self.database_max_connections,
             listen,

@@ -33,6 +33,10 @@ pub async fn run(command: Command) -> ExitCode {
             let settings = create.settings.clone();
             (settings, Action::CreateUser(Box::new(create)))
         }
+        Command::Users(UsersCommand::ResetMfa(reset)) => {
+            let settings = reset.settings.clone();
+            (settings, Action::ResetMfa(reset.email))
+        }
         Command::Users(UsersCommand::Import(import)) => {
             let settings = import.settings.clone();
             (settings, Action::ImportUsers(import.file))
@@ -61,6 +65,7 @@ pub async fn run(command: Command) -> ExitCode {
         Action::EncryptKeys => encrypt_keys(&config).await,
         Action::CreateUser(create) => create_user(&config, *create).await,
         Action::ImportUsers(file) => import_users(&config, &file).await,
+        Action::ResetMfa(email) => reset_mfa(&config, &email).await,
         Action::ImportBetterAuth(import) => import_better_auth(&config, &import).await,
         Action::Healthcheck => healthcheck(&config).await,
     };
@@ -94,6 +99,7 @@ enum Action {
     EncryptKeys,
     CreateUser(Box<CreateUser>),
     ImportUsers(std::path::PathBuf),
+    ResetMfa(String),
     Healthcheck,
 }
 
@@ -250,6 +256,30 @@ async fn create_user(config: &Config, create: CreateUser) -> anyhow::Result<()> 
     let user = store.create_user(account).await?;
     println!("created {} {} ({})", role.as_str(), user.email, user.id);
     store.close().await;
+    Ok(())
+}
+
+/// `servauth users reset-mfa`: every factor and recovery code of the account goes; its
+/// owner is mailed. An unknown address is an error (exit 1).
+async fn reset_mfa(config: &Config, email: &str) -> anyhow::Result<()> {
+    let store = ready_store(config).await?;
+    let Some(found) = store
+        .find_credentials_by_email_key(&Email::key_of(email))
+        .await?
+    else {
+        store.close().await;
+        anyhow::bail!("no account has the address {email}");
+    };
+    let user = found.user;
+    let removed = store.delete_factors(user.id).await?;
+    store.close().await;
+    tracing::warn!(user.id = %user.id, removed, "second factors reset by an operator");
+    let templates = crate::mail::Templates::new(config.app_url.clone());
+    crate::mail::send_and_wait(config, templates.factors_reset(&user.email)).await?;
+    println!(
+        "removed {removed} second factors of {} ({})",
+        user.email, user.id
+    );
     Ok(())
 }
 

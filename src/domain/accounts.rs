@@ -117,6 +117,7 @@ pub struct Accounts {
     require_verified_email: bool,
     pub(super) limits: Arc<RateLimits>,
     pub(super) installation: InstallationKeys,
+    pub(super) factors: super::FactorSettings,
 }
 
 impl From<HashError> for AuthError {
@@ -142,8 +143,10 @@ impl Accounts {
         require_verified_email: bool,
         limits: Arc<RateLimits>,
         installation: InstallationKeys,
+        factors: super::FactorSettings,
     ) -> Self {
         Self {
+            factors,
             store,
             hashing,
             policy,
@@ -165,6 +168,18 @@ impl Accounts {
     pub fn device_token(&self, user_id: Uuid) -> String {
         self.installation
             .issue_device_token(user_id, self.clock.now())
+    }
+
+    /// The device id of a device token of `user_id` (see [`Self::device_token`]), if it is
+    /// one: a second factor's failures then count against it, as the password's did.
+    pub fn device_id(&self, token: Option<&str>, user_id: Uuid) -> Option<String> {
+        token
+            .and_then(|token| {
+                self.installation
+                    .verify_device_token(token, self.clock.now())
+            })
+            .filter(|device| device.user_id == user_id)
+            .map(|device| device.id)
     }
 
     /// Creates an account and mails a verification link. Every broken input rule is
@@ -475,6 +490,7 @@ impl Accounts {
         let mut owner = None;
         if let (Some(email), Some(current_password)) = (&new_email, &update.current_password) {
             self.confirm_password(caller, current_password).await?;
+            self.require_second_factor_if_enrolled(caller).await?;
             owner = self
                 .store
                 .find_credentials_by_email_key(email.key())
@@ -538,6 +554,7 @@ impl Accounts {
         };
         let user = &caller.user;
         self.confirm_password(caller, current).await?;
+        self.require_second_factor_if_enrolled(caller).await?;
         let email = Email::parse(&user.email, "email").ok();
         let password = self
             .check_policy(new, email, "new_password")
@@ -571,6 +588,7 @@ impl Accounts {
         let password = password
             .ok_or_else(|| AuthError::Validation(vec![FieldError::required("password")]))?;
         self.confirm_password(caller, &password).await?;
+        self.require_second_factor_if_enrolled(caller).await?;
         self.store.delete_user(caller.user.id).await?;
         tracing::info!(user.id = %caller.user.id, "account deleted");
         Ok(())
@@ -582,7 +600,7 @@ impl Accounts {
     /// access token buys no more guesses than the login form gives, and cannot keep the
     /// hashing pool busy. The session's own count decides (it proved itself at login, like a
     /// device token), so others' failed logins never stop the owner changing the password.
-    async fn confirm_password(
+    pub(super) async fn confirm_password(
         &self,
         caller: &Caller,
         password: &SecretString,

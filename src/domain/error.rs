@@ -78,6 +78,32 @@ pub enum AuthError {
     Overloaded,
     #[error("not found")]
     NotFound,
+    /// A wrong, reused or out-of-window second-factor code while signing in (`401`).
+    #[error("invalid code")]
+    InvalidCode,
+    /// A wrong second-factor code on a signed-in user's change (`403`, like `WrongPassword`).
+    #[error("wrong code")]
+    WrongCode,
+    /// An `mfa_token` that is unknown, used, expired or presented from another address.
+    #[error("invalid mfa token")]
+    InvalidMfaToken,
+    /// A sensitive change needs a more recent authentication (`SERVAUTH_REAUTH_MAX_AGE`),
+    /// with the second factor when one is enrolled.
+    #[error("reauthentication required")]
+    ReauthenticationRequired,
+    /// The factors are not in the state the request needs (`409` with this code and text).
+    #[error("factor conflict: {0}")]
+    FactorConflict(&'static str, &'static str),
+    /// A WebAuthn response that does not verify (malformed, another challenge, origin or RP
+    /// id, bad signature, a counter gone backwards).
+    #[error("webauthn failed")]
+    WebauthnFailed,
+    /// A WebAuthn ceremony token that is unknown, used, expired or from another address.
+    #[error("invalid ceremony")]
+    InvalidCeremony,
+    /// Passkeys are not configured (the relying party settings did not make a valid one).
+    #[error("passkeys unavailable")]
+    PasskeysUnavailable,
     /// Anything unexpected; its text is logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

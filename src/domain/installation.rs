@@ -32,6 +32,7 @@ const TAG_LEN: usize = 32;
 pub struct InstallationKeys {
     device: [u8; 32],
     account_ids: [u8; 32],
+    factor_secrets: [u8; 32],
 }
 
 impl std::fmt::Debug for InstallationKeys {
@@ -63,7 +64,13 @@ impl InstallationKeys {
         Self {
             device: derive(secret, b"servauth/device-token/v1"),
             account_ids: derive(secret, b"servauth/log-account-id/v1"),
+            factor_secrets: derive(secret, b"servauth/factor-secrets/v1"),
         }
+    }
+
+    /// The key that seals TOTP secrets when no key encryption key is set.
+    pub fn factor_key(&self) -> super::KeyEncryptionKey {
+        super::KeyEncryptionKey::from_bytes(self.factor_secrets)
     }
 
     /// The identifier of an account (by its email comparison key) in log lines: the same for

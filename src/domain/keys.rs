@@ -213,6 +213,11 @@ pub enum OpenKeyError {
 }
 
 impl KeyEncryptionKey {
+    /// A key of these bytes (a key derived for another purpose, such as factor secrets).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// 32 bytes written as 64 hex digits or as base64 (standard or URL-safe, padded or not).
     /// The error never repeats the value.
     pub fn parse(value: &str) -> Result<Self, String> {

@@ -8,6 +8,8 @@ mod error;
 mod hashing;
 mod installation;
 mod keys;
+mod mfa;
+mod passkeys;
 mod password;
 mod profile;
 mod recovery;
@@ -28,6 +30,12 @@ pub use keys::{
     KeyEncryptionKey, KeySource, OpenKeyError, RELOAD_EVERY, SigningKeys, is_sealed,
     new_stored_signing_key, open_private_key,
 };
+pub use mfa::{
+    AMR_HWK, AMR_MFA, AMR_OTP, AMR_PWD, AMR_SWK, CompletedChallenge, FactorProof, FactorSealing,
+    FactorSettings, FactorSummary, MFA_CHALLENGE_TTL, MfaChallenge, RECOVERY_CODE_COUNT,
+    TotpEnrollment,
+};
+pub use passkeys::{MAX_PASSKEY_NAME_CHARS, PasskeyCeremony, PasskeyLogin, PasskeyView};
 pub use password::{Password, PasswordPolicy};
 pub use profile::{MAX_IMAGE_CHARS, MAX_NAME_CHARS, parse_image, parse_name};
 pub use service_auth::ServiceSecret;

@@ -208,6 +208,19 @@ impl Sessions {
         kind: ClientKind,
         meta: ClientMeta,
     ) -> Result<IssuedSession, AuthError> {
+        self.open_as(user, password_hash, kind, meta, &[]).await
+    }
+
+    /// As [`Self::open`], for a sign-in that proved more than the password (or other than
+    /// it): `amr` is what the session's tokens say (empty: `["pwd"]`).
+    pub async fn open_as(
+        &self,
+        user: &UserRecord,
+        password_hash: Option<String>,
+        kind: ClientKind,
+        meta: ClientMeta,
+        amr: &[String],
+    ) -> Result<IssuedSession, AuthError> {
         let now = self.clock.now();
         let expires_at = now + self.lifetimes.session;
         let refresh_expires_at = (now + self.lifetimes.refresh).min(expires_at);
@@ -234,7 +247,53 @@ impl Sessions {
                 tracing::info!(user.id = %user.id, "login refused: the password changed meanwhile");
                 AuthError::InvalidCredentials
             })?;
+        let session = self.authenticated_as(session, amr, now).await?;
         self.issue(user, &session, now, refresh_token, csrf_token)
+    }
+
+    /// Records a sign-in's `amr` on the session just opened (a password sign-in's is the
+    /// stored default, so nothing is written for it).
+    async fn authenticated_as(
+        &self,
+        mut session: SessionRecord,
+        amr: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<SessionRecord, AuthError> {
+        if amr.is_empty() || amr == [super::AMR_PWD] {
+            return Ok(session);
+        }
+        if !self
+            .store
+            .set_session_authentication(session.id, now, &amr.join(" "), now)
+            .await?
+        {
+            return Err(AuthError::InvalidToken);
+        }
+        session.auth_time = now;
+        session.amr = amr.to_vec();
+        Ok(session)
+    }
+
+    /// A new access token for a live session of `user` (after a re-authentication: it
+    /// carries the new `auth_time` and `amr`), with its lifetime in seconds.
+    pub async fn reissue(
+        &self,
+        user: &UserRecord,
+        session_id: Uuid,
+    ) -> Result<(String, i64, SessionRecord), AuthError> {
+        let now = self.clock.now();
+        let session = self
+            .store
+            .list_live_sessions(user.id, now)
+            .await?
+            .into_iter()
+            .find(|session| session.id == session_id)
+            .ok_or(AuthError::InvalidToken)?;
+        let tokens = self.keys.current();
+        let token = tokens
+            .issue_for(user, &session, now)
+            .map_err(|error| AuthError::Internal(error.into()))?;
+        Ok((token, tokens.ttl().num_seconds(), session))
     }
 
     /// Opens a Better Auth session for a user who just proved who they are (as

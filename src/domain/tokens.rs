@@ -22,6 +22,9 @@ const VERIFIED_CACHE_CAPACITY: usize = 50_000;
 /// The `amr` of a session opened by a password sign-in (RFC 8176), the only kind so far.
 pub const AMR_PASSWORD: &str = "pwd";
 
+/// What a recently issued token says: session, user, role, verified, authentication time.
+type RecentKey = (Uuid, Uuid, Role, bool, i64);
+
 /// How long, in seconds, [`AccessTokens::issue_recent`] answers a token it signed again.
 const RECENT_TOKEN_REUSE: i64 = 30;
 
@@ -88,7 +91,7 @@ pub struct AccessTokens {
     verified: quick_cache::sync::Cache<[u8; 32], AccessClaims>,
     /// Tokens recently issued by [`Self::issue_recent`], by what they say (session, user,
     /// role, verified), with when they were signed.
-    recent: quick_cache::sync::Cache<(Uuid, Uuid, Role, bool), (String, i64)>,
+    recent: quick_cache::sync::Cache<RecentKey, (String, i64)>,
 }
 
 impl std::fmt::Debug for AccessTokens {
@@ -229,7 +232,14 @@ impl AccessTokens {
         session: &SessionRecord,
         now: DateTime<Utc>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let key = (session.id, user.id, user.role, user.email_verified);
+        // The authentication time too: a re-authentication changes what the token says.
+        let key = (
+            session.id,
+            user.id,
+            user.role,
+            user.email_verified,
+            session.auth_time.timestamp(),
+        );
         let at = now.timestamp();
         if let Some((token, issued)) = self.recent.get(&key)
             && (0..RECENT_TOKEN_REUSE).contains(&(at - issued))
@@ -262,8 +272,10 @@ impl AccessTokens {
         now: DateTime<Utc>,
     ) -> AccessClaims {
         AccessClaims {
-            // The sign-in that opened the session (refreshes do not authenticate the user).
-            auth_time: session.created_at.timestamp(),
+            // The sign-in that opened the session, or the last re-authentication (refreshes
+            // do not authenticate the user).
+            auth_time: session.auth_time.timestamp(),
+            amr: session.amr.clone(),
             ..self.claims(user.id, session.id, user.role, user.email_verified, now)
         }
     }
@@ -461,6 +473,8 @@ mod tests {
             expires_at: now + Duration::days(1),
             revoked_at: None,
             remember: true,
+            auth_time: now - Duration::hours(2),
+            amr: vec!["pwd".to_owned()],
         };
         let other = SessionRecord {
             id: Uuid::now_v7(),

@@ -37,7 +37,7 @@ use routes::docs::ApiReference;
 /// preflights, a body that did not arrive in time is answered 408, and a panic anywhere
 /// inside becomes a 500 problem rather than a dropped connection.
 pub fn router(state: AppState) -> Router {
-    use routes::{auth, docs, email, health, internal, me, password, sessions};
+    use routes::{auth, docs, email, health, internal, me, mfa, passkeys, password, sessions};
     let (mut router, mut api) = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(auth::create_account))
         .routes(routes!(auth::create_session))
@@ -59,6 +59,19 @@ pub fn router(state: AppState) -> Router {
             sessions::revoke_all_sessions
         ))
         .routes(routes!(sessions::revoke_session))
+        .routes(routes!(mfa::get_factors))
+        .routes(routes!(mfa::enroll_totp, mfa::disable_totp))
+        .routes(routes!(mfa::confirm_totp))
+        .routes(routes!(mfa::regenerate_recovery_codes))
+        .routes(routes!(mfa::verify_second_factor))
+        .routes(routes!(mfa::start_passkey_second_factor))
+        .routes(routes!(mfa::reauthenticate_session))
+        .routes(routes!(passkeys::list_passkeys))
+        .routes(routes!(passkeys::start_passkey_registration))
+        .routes(routes!(passkeys::finish_passkey_registration))
+        .routes(routes!(passkeys::rename_passkey, passkeys::delete_passkey))
+        .routes(routes!(passkeys::start_passkey_login))
+        .routes(routes!(passkeys::finish_passkey_login))
         .routes(routes!(health::get_jwks))
         .routes(routes!(health::get_health))
         .routes(routes!(health::get_liveness))

@@ -112,6 +112,16 @@ fn tags() -> Vec<Tag> {
             "The signed-in user's sessions, one per device or browser.",
         ),
         (
+            "mfa",
+            "Second factors: TOTP with recovery codes, completing a sign-in with one, and \
+             re-authentication before sensitive changes.",
+        ),
+        (
+            "passkeys",
+            "WebAuthn passkeys: register them, sign in with one alone, or use one as the \
+             second factor.",
+        ),
+        (
             "internal",
             "For other services, authenticated by `X-Service-Auth`. These routes are mounted \
              only when `SERVAUTH_INTERNAL_SECRET` is set; without it they answer `404`.",
@@ -355,6 +365,42 @@ problem_responses! {
         "`validation_failed`: missing or ill-typed fields, a body that is not a JSON object, or \
          values the input rules reject; `errors` lists each.",
         "ValidationProblem",
+    ).build();
+    /// 401 of completing a sign-in with its second factor.
+    SecondFactorRefused => unauthorized(
+        "`invalid_mfa_token`: the `mfa_token` is unknown, used, expired (5 minutes) or sent from \
+         another client address; `invalid_code`: the code or recovery code is wrong, already \
+         used, or out of its window.",
+    );
+    /// 403 of the changes that need a recent authentication.
+    StepUpRequired => problem(
+        "`reauthentication_required`: the session's last authentication is older than \
+         `SERVAUTH_REAUTH_MAX_AGE` (or, with a second factor enrolled, did not use it): \
+         `POST /auth/reauthenticate` first; `invalid_code`: the code given is wrong; \
+         `invalid_credentials`: the password given is wrong.",
+        "Problem",
+    ).build();
+    /// 409 of the second-factor operations.
+    FactorConflict => problem(
+        "The factors are not in the state this needs: `totp_already_enabled`, \
+         `totp_not_pending`, `no_second_factor`, `too_many_passkeys`, \
+         `passkey_already_registered`, `no_passkey` or `webauthn_not_started`.",
+        "Problem",
+    ).build();
+    /// 400 of the passkey ceremonies.
+    PasskeyRefused => problem(
+        "`webauthn_failed`: the authenticator's response did not verify (malformed, another \
+         challenge, origin or relying party, a bad signature, a signature counter gone \
+         backwards); `invalid_ceremony`: the `ceremony_token` is unknown, used or expired; \
+         `invalid_json`.",
+        "Problem",
+    ).build();
+    /// 404 of the passkey operations.
+    PasskeyNotFound => problem(
+        "`not_found`: the caller has no passkey with this id; `passkeys_unavailable`: the \
+         WebAuthn settings (`SERVAUTH_WEBAUTHN_RP_ID`, `SERVAUTH_WEBAUTHN_ORIGINS`) make no \
+         valid relying party.",
+        "Problem",
     ).build();
     /// 429 of the operations limited per client IP (and, for login, per account).
     RateLimited => rate_limited(

@@ -191,6 +191,53 @@ impl ApiError {
                     "Not found.",
                     Challenge::None,
                 ),
+                A::InvalidCode => (
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_code",
+                    "The code is wrong, already used or expired.",
+                    Challenge::None,
+                ),
+                A::WrongCode => (
+                    StatusCode::FORBIDDEN,
+                    "invalid_code",
+                    "The code is wrong, already used or expired.",
+                    Challenge::None,
+                ),
+                A::InvalidMfaToken => (
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_mfa_token",
+                    "This sign-in challenge is unknown, used or expired, or came from another \
+                     client. Sign in again.",
+                    Challenge::None,
+                ),
+                A::ReauthenticationRequired => (
+                    StatusCode::FORBIDDEN,
+                    "reauthentication_required",
+                    "This change needs a recent sign-in: re-authenticate (POST \
+                     /auth/reauthenticate), with your second factor if you have one, and retry.",
+                    Challenge::None,
+                ),
+                A::FactorConflict(code, detail) => {
+                    (StatusCode::CONFLICT, *code, *detail, Challenge::None)
+                }
+                A::WebauthnFailed => (
+                    StatusCode::BAD_REQUEST,
+                    "webauthn_failed",
+                    "The passkey response did not verify.",
+                    Challenge::None,
+                ),
+                A::InvalidCeremony => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_ceremony",
+                    "This passkey ceremony is unknown, used or expired. Start again.",
+                    Challenge::None,
+                ),
+                A::PasskeysUnavailable => (
+                    StatusCode::NOT_FOUND,
+                    "passkeys_unavailable",
+                    "Passkeys are not configured on this server.",
+                    Challenge::None,
+                ),
                 A::Internal(_) => internal(),
             },
             Self::InvalidJson => (

@@ -35,6 +35,16 @@ const LIMITED: &[(Option<Method>, &str, Limit)] = &[
     (Some(Method::PATCH), "/auth/me", Limit::Default),
     (Some(Method::DELETE), "/auth/me", Limit::Default),
     (None, "/auth/refresh", Limit::Refresh),
+    // Second factors and passkeys: whatever checks a code, a password or an assertion.
+    (None, "/auth/reauthenticate", Limit::Default),
+    (None, "/auth/mfa/verify", Limit::Default),
+    (None, "/auth/mfa/webauthn/options", Limit::Default),
+    (None, "/auth/mfa/totp/confirm", Limit::Default),
+    (Some(Method::DELETE), "/auth/mfa/totp", Limit::Default),
+    (None, "/auth/passkeys/login/options", Limit::Default),
+    (None, "/auth/passkeys/login", Limit::Default),
+    (None, "/auth/passkeys/registration/options", Limit::Default),
+    (None, "/auth/passkeys/registration", Limit::Default),
     // The Better Auth face's counterparts of the routes above.
     (None, "/api/auth/sign-up/email", Limit::Default),
     (None, "/api/auth/sign-in/email", Limit::Default),

@@ -97,6 +97,23 @@ impl Mailer {
     }
 }
 
+/// Delivers one message now, for a command that exits right after (`servauth users
+/// reset-mfa`): the same transport and retries as the queue, awaited.
+pub async fn send_and_wait(config: &Config, email: OutgoingEmail) -> anyhow::Result<()> {
+    let transport = match &config.smtp_url {
+        Some(url) => Transport::Smtp(
+            AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())?
+                .timeout(Some(SMTP_TIMEOUT))
+                .build(),
+        ),
+        None => Transport::Log {
+            with_body: config.dev_log_mail,
+        },
+    };
+    deliver(&transport, &config.mail_from, email).await;
+    Ok(())
+}
+
 async fn deliver_all(
     mut receiver: mpsc::Receiver<OutgoingEmail>,
     transport: Arc<Transport>,

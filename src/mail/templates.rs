@@ -115,6 +115,62 @@ impl Templates {
         )
     }
 
+    pub fn factor_added(&self, to: &str, what: &str) -> OutgoingEmail {
+        message(
+            to,
+            "A second factor was added to your account",
+            &[
+                &format!("Signing in to your account now also works with {what}."),
+                "If it was not you, reset your password now and remove it.",
+            ],
+            None,
+        )
+    }
+
+    pub fn factor_removed(&self, to: &str, what: &str) -> OutgoingEmail {
+        message(
+            to,
+            "A second factor was removed from your account",
+            &[
+                &format!(
+                    "{what} no longer signs in to your account.",
+                    what = capitalized(what)
+                ),
+                "If it was not you, reset your password now and add your second factor again.",
+            ],
+            None,
+        )
+    }
+
+    pub fn recovery_code_used(&self, to: &str, left: u64) -> OutgoingEmail {
+        message(
+            to,
+            "A recovery code was used",
+            &[
+                &format!(
+                    "A recovery code of your account was just used to complete a sign-in. \
+                     {left} unused codes are left."
+                ),
+                "If it was not you, reset your password now and create new recovery codes.",
+            ],
+            None,
+        )
+    }
+
+    pub fn factors_reset(&self, to: &str) -> OutgoingEmail {
+        message(
+            to,
+            "Your second factors were removed",
+            &[
+                "An administrator removed the second factors (authenticator app, passkeys and \
+                 recovery codes) of your account. Your password alone signs in now.",
+                "Add a second factor again once you are signed in. If you did not ask for this, \
+                 contact support.",
+            ],
+            None,
+        )
+    }
+
     pub fn password_changed(&self, to: &str) -> OutgoingEmail {
         message(
             to,
@@ -164,6 +220,13 @@ fn describe(duration: Duration) -> String {
         (duration.num_seconds(), "seconds")
     };
     format!("{value} {unit}")
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! Times always come from the caller (the injected clock), never from the database's `now()`.
 
 mod batch;
+pub(crate) mod factors;
 mod postgres;
 mod sqlite;
 
@@ -16,6 +17,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use factors::{
+    ChallengeRecord, FactorKind, FactorRecord, FactorStore, NewChallenge, SessionAuthentication,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -191,6 +195,23 @@ pub struct SessionRecord {
     /// `false` for a Better Auth session opened with `rememberMe: false` (never slid);
     /// `true` otherwise.
     pub remember: bool,
+    /// When the user last authenticated for this session: the sign-in that opened it, or a
+    /// later re-authentication.
+    pub auth_time: DateTime<Utc>,
+    /// How (RFC 8176 `amr` values): `["pwd"]` for a password sign-in.
+    pub amr: Vec<String>,
+}
+
+impl SessionRecord {
+    /// The `amr` of a session as stored (space-separated; `NULL`: a password sign-in).
+    pub fn amr_from_stored(stored: Option<&str>) -> Vec<String> {
+        match stored {
+            Some(values) if !values.trim().is_empty() => {
+                values.split_whitespace().map(str::to_owned).collect()
+            }
+            _ => vec!["pwd".to_owned()],
+        }
+    }
 }
 
 /// A Better Auth session to insert: its credential is a session token (stored only as its
@@ -436,7 +457,7 @@ pub(crate) const IMPORT_TOKEN_TAKEN: &str = "its token belongs to another user's
 
 /// The persistence the services need. Implemented by [`SqliteStore`] and [`PostgresStore`].
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: FactorStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is, for logs and `/ready`.
     fn backend(&self) -> &'static str;
 

@@ -78,7 +78,8 @@ macro_rules! user_columns {
 /// The columns of [`SessionRecord`], in `sessions`.
 macro_rules! session_columns {
     () => {
-        "id, user_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at, remember"
+        "id, user_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at, remember, \
+         auth_time, amr"
     };
 }
 
@@ -88,7 +89,7 @@ macro_rules! session_columns {
 macro_rules! refresh_token_columns {
     () => {
         "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
-         s.revoked_at, s.remember, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
+         s.revoked_at, s.remember, s.auth_time, s.amr, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
          t.expires_at AS token_expires_at, t.rotated_at AS token_rotated_at"
     };
 }
@@ -223,7 +224,7 @@ async fn find_token_sessions(
     let (hashes, times): (Vec<Vec<u8>>, Vec<DateTime<Utc>>) = keys.into_iter().unzip();
     let rows = sqlx::query(
         "SELECT k.position, s.id AS s_id, s.user_id, s.user_agent, s.ip, \
-         s.created_at AS s_created_at, s.last_used_at, s.expires_at, s.revoked_at, s.remember, \
+         s.created_at AS s_created_at, s.last_used_at, s.expires_at, s.revoked_at, s.remember, s.auth_time, s.amr, \
          u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
          u.pending_email, u.created_at, u.updated_at, u.better_auth_id \
          FROM unnest($1::bytea[], $2::timestamptz[]) WITH ORDINALITY AS k(token_hash, now, position) \
@@ -314,6 +315,10 @@ fn session_from_columns(
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         remember: row.try_get("remember")?,
+        auth_time: row
+            .try_get::<Option<DateTime<Utc>>, _>("auth_time")?
+            .unwrap_or(row.try_get(created_at)?),
+        amr: SessionRecord::amr_from_stored(row.try_get::<Option<&str>, _>("amr")?),
     })
 }
 
@@ -917,7 +922,7 @@ impl Store for PostgresStore {
         let row = sqlx::query(
             "SELECT t.rotated_at AS token_rotated_at, t.successor AS token_successor, \
              s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
-             s.revoked_at, s.remember \
+             s.revoked_at, s.remember, s.auth_time, s.amr \
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
              WHERE t.token_hash = $1",
         )
@@ -1533,3 +1538,46 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 }
+
+// ---- second factors (issue 17): the shared statements of `factors.rs` -----------------
+
+/// `factors.rs` writes PostgreSQL's own `$n` placeholders.
+fn factor_sql(text: &'static str) -> &'static str {
+    text
+}
+
+fn bind_id(id: Uuid) -> Uuid {
+    id
+}
+
+fn uuid_at(row: &PgRow, column: &str) -> Result<Uuid, sqlx::Error> {
+    row.try_get(column)
+}
+
+fn opt_uuid_at(row: &PgRow, column: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    row.try_get(column)
+}
+
+/// PostgreSQL keeps microseconds itself.
+fn same_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    at
+}
+
+async fn begin_write(
+    store: &PostgresStore,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    store.pool.begin().await
+}
+
+super::factors::impl_factor_store!(
+    PostgresStore,
+    PgRow,
+    read = pool,
+    write = pool,
+    sql = factor_sql,
+    id = bind_id,
+    get_id = uuid_at,
+    get_opt_id = opt_uuid_at,
+    at = same_time,
+    begin = begin_write,
+);

@@ -62,7 +62,8 @@ macro_rules! user_columns {
 /// The columns of [`SessionRecord`], in `sessions`.
 macro_rules! session_columns {
     () => {
-        "id, user_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at, remember"
+        "id, user_id, user_agent, ip, created_at, last_used_at, expires_at, revoked_at, remember, \
+         auth_time, amr"
     };
 }
 
@@ -72,7 +73,7 @@ macro_rules! session_columns {
 macro_rules! refresh_token_columns {
     () => {
         "s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
-         s.revoked_at, s.remember, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
+         s.revoked_at, s.remember, s.auth_time, s.amr, t.csrf_hash AS token_csrf_hash, t.created_at AS token_created_at, \
          t.expires_at AS token_expires_at, t.rotated_at AS token_rotated_at"
     };
 }
@@ -287,6 +288,10 @@ fn session_from_columns(
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         remember: row.try_get("remember")?,
+        auth_time: row
+            .try_get::<Option<DateTime<Utc>>, _>("auth_time")?
+            .unwrap_or(row.try_get(created_at)?),
+        amr: SessionRecord::amr_from_stored(row.try_get::<Option<&str>, _>("amr")?),
     })
 }
 
@@ -759,7 +764,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
         let row = sqlx::query(
             "SELECT s.id AS s_id, s.user_id, s.user_agent, s.ip, s.created_at AS s_created_at, \
-             s.last_used_at, s.expires_at, s.revoked_at, s.remember, \
+             s.last_used_at, s.expires_at, s.revoked_at, s.remember, s.auth_time, s.amr, \
              u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
              u.pending_email, u.created_at, u.updated_at, u.better_auth_id \
              FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -877,7 +882,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             "SELECT t.rotated_at AS token_rotated_at, t.successor AS token_successor, \
              s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
-             s.revoked_at, s.remember \
+             s.revoked_at, s.remember, s.auth_time, s.amr \
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
              WHERE t.token_hash = ?1",
         )
@@ -1461,6 +1466,43 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 }
+
+// ---- second factors (issue 17): the shared statements of `factors.rs` -----------------
+
+/// `factors.rs` writes `$n` placeholders; SQLite's positional form is `?n`.
+fn factor_sql(text: &'static str) -> String {
+    text.replace('$', "?")
+}
+
+fn bind_id(id: Uuid) -> Hyphenated {
+    id.hyphenated()
+}
+
+fn opt_uuid_at(row: &SqliteRow, column: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    Ok(row
+        .try_get::<Option<Hyphenated>, _>(column)?
+        .map(Hyphenated::into_uuid))
+}
+
+/// The write lock from the start, as every other write transaction here.
+async fn begin_write(
+    store: &SqliteStore,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    store.writer.begin_with("BEGIN IMMEDIATE").await
+}
+
+super::factors::impl_factor_store!(
+    SqliteStore,
+    SqliteRow,
+    read = pool,
+    write = writer,
+    sql = factor_sql,
+    id = bind_id,
+    get_id = uuid_at,
+    get_opt_id = opt_uuid_at,
+    at = micros,
+    begin = begin_write,
+);
 
 #[cfg(test)]
 mod tests {

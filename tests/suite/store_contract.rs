@@ -141,6 +141,8 @@ fn expected_session(session: &NewSession) -> SessionRecord {
         expires_at: session.expires_at,
         revoked_at: None,
         remember: true,
+        auth_time: session.now,
+        amr: vec!["pwd".to_owned()],
     }
 }
 

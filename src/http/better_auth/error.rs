@@ -166,7 +166,31 @@ pub fn auth_error(error: AuthError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
-        AuthError::NotFound => StatusCode::NOT_FOUND.into_response(),
+        AuthError::NotFound | AuthError::PasskeysUnavailable => {
+            StatusCode::NOT_FOUND.into_response()
+        }
+        // The two-factor plugin's codes for the second-factor errors this face can meet.
+        AuthError::InvalidCode | AuthError::WrongCode => body(
+            StatusCode::UNAUTHORIZED,
+            Some("INVALID_CODE"),
+            "Invalid code",
+        ),
+        AuthError::InvalidMfaToken | AuthError::InvalidCeremony => body(
+            StatusCode::UNAUTHORIZED,
+            Some("INVALID_TWO_FACTOR_COOKIE"),
+            "Invalid two factor cookie",
+        ),
+        AuthError::ReauthenticationRequired => body(
+            StatusCode::FORBIDDEN,
+            Some("SESSION_NOT_FRESH"),
+            "Session is not fresh",
+        ),
+        AuthError::FactorConflict(_, message) => body(StatusCode::BAD_REQUEST, None, message),
+        AuthError::WebauthnFailed => body(
+            StatusCode::BAD_REQUEST,
+            Some("AUTHENTICATION_FAILED"),
+            "Authentication failed",
+        ),
         AuthError::Internal(error) => {
             tracing::error!(error = format!("{error:#}"), "internal error");
             // Better Auth answers unhandled errors with an empty 500.

@@ -159,6 +159,23 @@ async fn sign_in_inner(state: &AppState, request: Request) -> Answer {
             ip: call.meta.ip,
         })
         .await?;
+    // An account with a second factor never gets a session from the password alone. Better
+    // Auth's two-factor plugin answers this, without a session; its verify endpoints are
+    // not part of this face, so such users sign in through `POST /auth/login` and
+    // `POST /auth/mfa/verify` (or with a passkey).
+    let factors = call
+        .services
+        .accounts
+        .factor_summary(login.user.id)
+        .await?
+        .second_factors;
+    if !factors.is_empty() {
+        tracing::info!(user.id = %login.user.id, "Better Auth sign-in stopped: the account has a second factor");
+        return Ok(json(json!({
+            "twoFactorRedirect": true,
+            "twoFactorMethods": factors,
+        })));
+    }
     let opened = call
         .open_session(&login.user, Some(login.password_hash), remember)
         .await?;
@@ -438,6 +455,12 @@ async fn change_password_inner(state: &AppState, request: Request) -> Answer {
     }
     let opened = call
         .open_session(&user, None, resolved.caller.session.remember)
+        .await?;
+    // The new session stands for the same authentication as the one it replaces (with its
+    // second factor, if any), just renewed by the password.
+    call.services
+        .accounts
+        .record_authentication(opened.session.id, &resolved.caller.session.amr)
         .await?;
     call.services
         .sessions

@@ -107,6 +107,17 @@ pub struct SessionBody {
     device_token: Option<String>,
 }
 
+/// What a login answers: a session, or (with a second factor enrolled) a challenge.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginAnswer {
+    /// The new session.
+    #[expect(dead_code, reason = "documents the answer `session_response` builds")]
+    Session(Box<SessionBody>),
+    /// The account has a second factor: complete the sign-in with it.
+    MfaRequired(super::mfa::MfaRequired),
+}
+
 /// The answer of a registration while verified emails are required: the account, and no
 /// session until the address is verified.
 #[derive(Debug, Serialize, ToSchema)]
@@ -185,8 +196,10 @@ pub async fn create_account(
 #[utoipa::path(post, path = "/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "A new session. A browser client also gets the \
-            `servauth_refresh`, `servauth_csrf` and `servauth_device` cookies.", body = SessionBody,
+        (status = 200, description = "A new session (a browser client also gets the \
+            `servauth_refresh`, `servauth_csrf` and `servauth_device` cookies); or, when the \
+            account has a second factor, the challenge to complete with it at \
+            `POST /auth/mfa/verify` (no session yet).", body = LoginAnswer,
             headers(("Set-Cookie" = String, description = "Browser clients: the refresh, CSRF and device cookies."))),
         (status = 400, response = InvalidJson),
         (status = 401, response = LoginRefused),
@@ -213,10 +226,20 @@ pub async fn create_session(
     let attempt = LoginAttempt {
         email: body.email,
         password: body.password,
-        device_token,
+        device_token: device_token.clone(),
         ip: meta.ip,
     };
     let login = services.accounts.login(attempt).await?;
+    let device = services
+        .accounts
+        .device_id(device_token.as_deref(), login.user.id);
+    if let Some(challenge) = services
+        .accounts
+        .second_factor_challenge(&login.user, &login.password_hash, kind, device, meta.ip)
+        .await?
+    {
+        return Ok(Json(LoginAnswer::MfaRequired(challenge.into())).into_response());
+    }
     let issued = services
         .sessions
         .open(&login.user, Some(login.password_hash), kind, meta)
@@ -334,7 +357,7 @@ fn presented_refresh<'a>(
 /// The answer that hands a client a session's new credentials: browsers get the refresh
 /// token only in an HttpOnly cookie and the CSRF token in the body and a readable cookie;
 /// native clients get the refresh token in the body and no cookies.
-fn session_response(
+pub(super) fn session_response(
     config: &Config,
     kind: ClientKind,
     user: Option<UserRecord>,

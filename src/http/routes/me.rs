@@ -41,6 +41,10 @@ pub struct UserView {
     pending_email: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// `GET /auth/me` only: the account's second factors (never a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    mfa: Option<crate::domain::FactorSummary>,
 }
 
 impl From<UserRecord> for UserView {
@@ -56,6 +60,7 @@ impl From<UserRecord> for UserView {
             pending_email: user.pending_email,
             created_at: user.created_at,
             updated_at: user.updated_at,
+            mfa: None,
         }
     }
 }
@@ -104,18 +109,22 @@ where
 /// The signed-in user
 ///
 /// The account of the access token's user, `pending_email` included while an email change
-/// awaits confirmation.
+/// awaits confirmation, and `mfa`: which second factors it has.
 #[utoipa::path(get, path = "/auth/me", tag = "account",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The caller's account.", body = UserView),
+        (status = 200, description = "The caller's account, with `mfa`.", body = UserView),
         (status = 401, response = AccessTokenRefused),
         (status = 403, response = EmailNotVerified),
         (status = 503, response = NotReady),
     ))]
 pub async fn get_me(services: Services, bearer: Bearer) -> Result<Json<UserView>, ApiError> {
     let caller = services.sessions.authenticate(bearer.token()).await?;
-    Ok(Json(caller.user.into()))
+    let mfa = services.accounts.factor_summary(caller.user.id).await?;
+    Ok(Json(UserView {
+        mfa: Some(mfa),
+        ..caller.user.into()
+    }))
 }
 
 /// Update the profile

@@ -6,5 +6,7 @@ pub mod email;
 pub mod health;
 pub mod internal;
 pub mod me;
+pub mod mfa;
+pub mod passkeys;
 pub mod password;
 pub mod sessions;

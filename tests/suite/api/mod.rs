@@ -11,6 +11,7 @@ mod internal;
 mod limits;
 mod mail;
 mod metrics;
+mod mfa;
 mod openapi;
 mod process;
 mod replicas;
