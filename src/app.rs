@@ -276,7 +276,29 @@ async fn initialize(
 /// party (none, with a warning, when its settings do not make one: passkeys then answer
 /// `404 passkeys_unavailable`, everything else works).
 fn factor_settings(config: &Config, installation: &InstallationKeys) -> FactorSettings {
-    let webauthn = config.webauthn_origins.split_first().and_then(|(first, rest)| {
+    // Checked here first: webauthn-rs logs its own error for a relying party it refuses.
+    // The id must be a domain (not an IP address) that every origin's host is or is under.
+    let rp_id = config.webauthn_rp_id.as_str();
+    let fits = rp_id.parse::<std::net::IpAddr>().is_err()
+        && !config.webauthn_origins.is_empty()
+        && config.webauthn_origins.iter().all(|origin| {
+            origin
+                .host_str()
+                .is_some_and(|host| host == rp_id || host.ends_with(&format!(".{rp_id}")))
+        });
+    if !fits {
+        tracing::warn!(
+            rp_id,
+            "passkeys are off: SERVAUTH_WEBAUTHN_RP_ID must be a domain that the host of every \
+             SERVAUTH_WEBAUTHN_ORIGINS origin is or is under (an IP address cannot be one)"
+        );
+    }
+    let origins = if fits {
+        config.webauthn_origins.as_slice()
+    } else {
+        &[]
+    };
+    let webauthn = origins.split_first().and_then(|(first, rest)| {
         let built = webauthn_rs::WebauthnBuilder::new(&config.webauthn_rp_id, first)
             .map(|builder| {
                 rest.iter()

@@ -84,7 +84,7 @@ impl FactorSealing {
         Self { kek, installation }
     }
 
-    fn seal(&self, factor_id: Uuid, secret: &[u8]) -> Result<Vec<u8>, AuthError> {
+    pub fn seal(&self, factor_id: Uuid, secret: &[u8]) -> Result<Vec<u8>, AuthError> {
         let (tag, key) = match &self.kek {
             Some(kek) => (SEALED_WITH_KEK, kek),
             None => (SEALED_WITH_INSTALLATION, &self.installation),
@@ -93,7 +93,8 @@ impl FactorSealing {
         Ok([&[tag], sealed.as_slice()].concat())
     }
 
-    fn open(&self, factor_id: Uuid, stored: &[u8]) -> Option<Vec<u8>> {
+    /// The secret [`Self::seal`] sealed for this factor; `None` when it does not open.
+    pub fn open(&self, factor_id: Uuid, stored: &[u8]) -> Option<Vec<u8>> {
         let (&tag, sealed) = stored.split_first()?;
         let key = match tag {
             SEALED_WITH_KEK => self.kek.as_ref()?,
@@ -230,8 +231,9 @@ fn totp_for(secret: Vec<u8>, account: &str, issuer: &str) -> Result<totp_rs::Tot
         .map_err(|error| AuthError::Internal(anyhow::anyhow!("TOTP: {error}")))
 }
 
-/// The step a code matches at `now` (±1 step), or `None`.
-fn totp_step(secret: Vec<u8>, code: &str, now: DateTime<Utc>) -> Option<i64> {
+/// The step a code matches at `now` (±1 step), or `None`. What a TOTP check costs besides
+/// opening the secret and the one `UPDATE` that records the step.
+pub fn totp_step(secret: Vec<u8>, code: &str, now: DateTime<Utc>) -> Option<i64> {
     let totp = totp_rs::Builder::new()
         .with_secret(secret)
         .with_digits(TOTP_DIGITS as u8)

@@ -33,7 +33,7 @@ pub use keys::{
 pub use mfa::{
     AMR_HWK, AMR_MFA, AMR_OTP, AMR_PWD, AMR_SWK, CompletedChallenge, FactorProof, FactorSealing,
     FactorSettings, FactorSummary, MFA_CHALLENGE_TTL, MfaChallenge, RECOVERY_CODE_COUNT,
-    TotpEnrollment,
+    TotpEnrollment, totp_step,
 };
 pub use passkeys::{MAX_PASSKEY_NAME_CHARS, PasskeyCeremony, PasskeyLogin, PasskeyView};
 pub use password::{Password, PasswordPolicy};

@@ -545,3 +545,113 @@ fn passkey_amr(result: &webauthn_rs::prelude::AuthenticationResult) -> &'static 
         AMR_HWK
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A real assertion (Chromium's virtual authenticator, `benches/fixtures/`) against the
+    //! relying party and ceremony it was made for, and against everything it was not.
+
+    use serde_json::Value;
+    use webauthn_rs::prelude::Url;
+
+    use super::*;
+
+    fn fixture() -> Value {
+        serde_json::from_str(include_str!(
+            "../../benches/fixtures/passkey_assertion.json"
+        ))
+        .unwrap()
+    }
+
+    fn verify(rp_id: &str, origin: &str, state: &Value, assertion: &Value) -> bool {
+        let origin = Url::parse(origin).unwrap();
+        let Ok(builder) = webauthn_rs::WebauthnBuilder::new(rp_id, &origin) else {
+            return false;
+        };
+        let webauthn = builder.build().unwrap();
+        let (Ok(state), Ok(assertion)) = (
+            serde_json::from_value::<PasskeyAuthentication>(state.clone()),
+            parse_response::<PublicKeyCredential>(assertion.clone()),
+        ) else {
+            return false;
+        };
+        webauthn
+            .finish_passkey_authentication(&assertion, &state)
+            .is_ok()
+    }
+
+    #[test]
+    fn an_assertion_verifies_only_for_its_relying_party_origin_and_challenge() {
+        let fixture = fixture();
+        let (rp_id, origin) = (
+            fixture["rp_id"].as_str().unwrap(),
+            fixture["origin"].as_str().unwrap(),
+        );
+        let (state, assertion) = (&fixture["state"], &fixture["assertion"]);
+        assert!(verify(rp_id, origin, state, assertion));
+        // Another origin, another RP id.
+        assert!(!verify(rp_id, "http://localhost:1", state, assertion));
+        assert!(!verify(
+            "example.com",
+            "https://example.com",
+            state,
+            assertion
+        ));
+        // Another ceremony's challenge.
+        let mut other = state.clone();
+        other["ast"]["challenge"] =
+            Value::String("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+        assert!(!verify(rp_id, origin, &other, assertion));
+        // A counter the authenticator did not pass (a clone replaying).
+        let mut seen = state.clone();
+        seen["ast"]["credentials"][0]["counter"] = Value::from(1_000);
+        assert!(!verify(rp_id, origin, &seen, assertion));
+    }
+
+    #[test]
+    fn hostile_assertions_are_refused_without_a_panic() {
+        let fixture = fixture();
+        let (rp_id, origin) = (
+            fixture["rp_id"].as_str().unwrap(),
+            fixture["origin"].as_str().unwrap(),
+        );
+        let state = &fixture["state"];
+        let field = |name: &str| {
+            fixture["assertion"]["response"][name]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let with = |name: &str, value: Value| {
+            let mut assertion = fixture["assertion"].clone();
+            assertion["response"][name] = value;
+            assertion
+        };
+        let signature = field("signature");
+        let data = field("authenticatorData");
+        let flipped = format!(
+            "{}{}",
+            &signature[..signature.len() - 2],
+            if signature.ends_with("AA") {
+                "BA"
+            } else {
+                "AA"
+            }
+        );
+        for assertion in [
+            with("signature", Value::String(flipped)),
+            with("signature", Value::String(String::new())),
+            with(
+                "authenticatorData",
+                Value::String(data[..data.len() / 2].to_owned()),
+            ),
+            with("authenticatorData", Value::String("!!".into())),
+            with("clientDataJSON", Value::String("e30".into())),
+            with("userHandle", Value::from(7)),
+            serde_json::json!({}),
+            serde_json::json!([1, 2, 3]),
+        ] {
+            assert!(!verify(rp_id, origin, state, &assertion), "{assertion}");
+        }
+    }
+}
