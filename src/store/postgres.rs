@@ -866,6 +866,48 @@ impl Store for PostgresStore {
     /// rotation.
     async fn rotate_refresh_token(&self, rotation: Rotation) -> StoreResult<RotationOutcome> {
         let now = rotation.now;
+        // The usual case, a live token of a live session, in one statement (one round trip,
+        // its own transaction): lock the session (`FOR UPDATE`, re-checked on the newest row
+        // version once a concurrent revocation or rotation commits), mark the token rotated
+        // (re-checked the same way, so of two concurrent rotations one finds it rotated
+        // already), install the successor and touch the session.
+        let row = sqlx::query(concat!(
+            "WITH locked AS (\
+                 SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+                 WHERE t.token_hash = $3 AND s.revoked_at IS NULL AND s.expires_at > $1 \
+                 FOR UPDATE OF s\
+             ), rotated AS (\
+                 UPDATE refresh_tokens SET rotated_at = $1, successor = $2 \
+                 WHERE token_hash = $3 AND rotated_at IS NULL AND expires_at > $1 \
+                 AND session_id IN (SELECT id FROM locked) RETURNING session_id\
+             ), installed AS (\
+                 INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
+                 csrf_hash) SELECT $4, session_id, $1, $5, $6 FROM rotated\
+             ), touched AS (\
+                 UPDATE sessions SET last_used_at = $1 \
+                 WHERE id IN (SELECT session_id FROM rotated) RETURNING ",
+            session_columns!(),
+            ") SELECT ",
+            session_columns!(),
+            " FROM touched"
+        ))
+        .bind(now)
+        .bind(&rotation.sealed_successor)
+        .bind(&rotation.presented_hash)
+        .bind(&rotation.successor_hash)
+        .bind(rotation.successor_expires_at)
+        .bind(&rotation.csrf_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(RotationOutcome::Rotated {
+                session: session_from_row(&row)?,
+            });
+        }
+
+        // Anything else (unknown, expired, revoked, already rotated: a replay or a reuse) is
+        // classified under the session's lock, as before; it may also find the token
+        // rotatable after all (a race the statement above lost to nothing), and rotate it.
         let mut tx = self.pool.begin().await?;
 
         let locked: Option<Uuid> = sqlx::query_scalar(
