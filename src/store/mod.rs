@@ -255,7 +255,8 @@ pub struct Rotation {
     /// The successor's credentials sealed under the presented token, kept on the presented
     /// token's row so that a retry within the grace window gets the same answer.
     pub sealed_successor: Vec<u8>,
-    /// Idle expiry of the successor.
+    /// Idle expiry of the successor; the store caps it at the session's end (so the caller
+    /// need not read the session first).
     pub successor_expires_at: DateTime<Utc>,
     /// SHA-256 of the CSRF token paired with the successor (browser sessions rotate it with
     /// the refresh token); `None` for native clients.

@@ -873,7 +873,8 @@ impl Store for PostgresStore {
         // already), install the successor and touch the session.
         let row = sqlx::query(concat!(
             "WITH locked AS (\
-                 SELECT s.id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+                 SELECT s.id, s.expires_at FROM refresh_tokens t \
+                 JOIN sessions s ON s.id = t.session_id \
                  WHERE t.token_hash = $3 AND s.revoked_at IS NULL AND s.expires_at > $1 \
                  FOR UPDATE OF s\
              ), rotated AS (\
@@ -882,7 +883,8 @@ impl Store for PostgresStore {
                  AND session_id IN (SELECT id FROM locked) RETURNING session_id\
              ), installed AS (\
                  INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
-                 csrf_hash) SELECT $4, session_id, $1, $5, $6 FROM rotated\
+                 csrf_hash) SELECT $4, r.session_id, $1, LEAST($5, l.expires_at), $6 \
+                 FROM rotated r JOIN locked l ON l.id = r.session_id\
              ), touched AS (\
                  UPDATE sessions SET last_used_at = $1 \
                  WHERE id IN (SELECT session_id FROM rotated) RETURNING ",
@@ -937,7 +939,8 @@ impl Store for PostgresStore {
         if let Some(session_id) = rotated {
             sqlx::query(
                 "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
-                 csrf_hash) VALUES ($1, $2, $3, $4, $5)",
+                 csrf_hash) SELECT $1, id, $3, LEAST($4, expires_at), $5 FROM sessions \
+                 WHERE id = $2",
             )
             .bind(&rotation.successor_hash)
             .bind(session_id)

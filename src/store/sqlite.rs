@@ -854,17 +854,7 @@ impl Store for SqliteStore {
         .await?;
 
         if let Some(session_id) = rotated {
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
-                 csrf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(&rotation.successor_hash)
-            .bind(session_id)
-            .bind(now)
-            .bind(micros(rotation.successor_expires_at))
-            .bind(&rotation.csrf_hash)
-            .execute(&mut *tx)
-            .await?;
+            // The session first: its end caps the successor's expiry.
             let row = sqlx::query(concat!(
                 "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2 RETURNING ",
                 session_columns!()
@@ -874,6 +864,19 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
             let session = session_from_row(&row)?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
+                 csrf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(&rotation.successor_hash)
+            .bind(session_id)
+            .bind(now)
+            .bind(micros(
+                rotation.successor_expires_at.min(session.expires_at),
+            ))
+            .bind(&rotation.csrf_hash)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             return Ok(RotationOutcome::Rotated { session });
         }

@@ -22,6 +22,7 @@ use crate::support::{Backend, TestDatabase, both_backends, now};
 
 both_backends! {
     ping_answers_and_names_its_backend,
+    rotation_caps_the_successor_at_the_sessions_end,
     create_user_then_find_it_by_id_and_email_key,
     create_user_rejects_a_taken_email_key,
     create_user_rejects_a_taken_username_key,
@@ -1116,6 +1117,45 @@ async fn find_refresh_token_returns_the_token_and_its_session_in_any_state(backe
         "the successor of a failed rotation was not installed"
     );
     assert_eq!(db.query_i64("SELECT COUNT(*) FROM refresh_tokens").await, 4);
+    finish(db, store).await;
+}
+
+/// The caller may offer a successor expiry past the session's end (it no longer reads the
+/// session first): the store caps it there.
+async fn rotation_caps_the_successor_at_the_sessions_end(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let session = new_session(alice.id, &token(1), t0);
+    let created = create_session(&*store, &session).await;
+    let t1 = t0 + TimeDelta::minutes(5);
+    let far = Rotation {
+        successor_expires_at: created.expires_at + TimeDelta::days(365),
+        ..rotation(&token(1), &token(2), t1)
+    };
+    assert!(matches!(
+        rotate(&*store, far).await,
+        RotationOutcome::Rotated { .. }
+    ));
+    let successor = find_token(&*store, &token(2)).await.expect("the successor");
+    assert_eq!(successor.expires_at, created.expires_at);
+    // Within the session's end, the offer stands.
+    let near = rotation(&token(2), &token(3), t1 + TimeDelta::minutes(1));
+    let offered = near.successor_expires_at;
+    assert!(offered < created.expires_at);
+    assert!(matches!(
+        rotate(&*store, near).await,
+        RotationOutcome::Rotated { .. }
+    ));
+    assert_eq!(
+        find_token(&*store, &token(3))
+            .await
+            .expect("the next")
+            .expires_at,
+        offered
+    );
     finish(db, store).await;
 }
 
