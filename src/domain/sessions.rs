@@ -466,16 +466,18 @@ impl Sessions {
             now,
             grace: self.lifetimes.reuse_grace,
         };
-        let (session, refresh_token, csrf_token) =
+        let (session, user, refresh_token, csrf_token) =
             match self.store.rotate_refresh_token(rotation).await? {
-                RotationOutcome::Rotated { session } => (session, refresh_token, csrf_token),
+                RotationOutcome::Rotated { session, user } => {
+                    (session, Some(user), refresh_token, csrf_token)
+                }
                 RotationOutcome::Replayed {
                     session,
                     sealed_successor,
                 } => {
                     let (refresh_token, csrf_token) =
                         self.newest_successor(token, &sealed_successor).await?;
-                    (session, refresh_token, csrf_token)
+                    (session, None, refresh_token, csrf_token)
                 }
                 RotationOutcome::Reused { session_id } => {
                     metrics::counter!("servauth_refresh_reuse_detected_total").increment(1);
@@ -487,11 +489,15 @@ impl Sessions {
                 }
                 RotationOutcome::Invalid => return Err(AuthError::InvalidToken),
             };
-        let user = self
-            .store
-            .find_live_session_user(session.id, session.user_id, now)
-            .await?
-            .ok_or(AuthError::InvalidToken)?;
+        // A rotation read the user with it; a replay looks it up (and the session again).
+        let user = match user {
+            Some(user) => user,
+            None => self
+                .store
+                .find_live_session_user(session.id, session.user_id, now)
+                .await?
+                .ok_or(AuthError::InvalidToken)?,
+        };
         self.check_verified(&user)?;
         self.issue(&user, &session, now, refresh_token, csrf_token)
     }

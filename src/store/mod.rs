@@ -271,8 +271,12 @@ pub struct Rotation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotationOutcome {
     /// The token was live and is now rotated; the successor (with its CSRF hash) is
-    /// installed and the session's `last_used_at` is `now`.
-    Rotated { session: SessionRecord },
+    /// installed and the session's `last_used_at` is `now`. With the session's user, read in
+    /// the same transaction (the access token's claims need it).
+    Rotated {
+        session: SessionRecord,
+        user: UserRecord,
+    },
     /// The token was rotated within the grace window: nothing changed; here is the sealed
     /// successor its rotation stored.
     Replayed {

@@ -889,9 +889,11 @@ impl Store for PostgresStore {
                  UPDATE sessions SET last_used_at = $1 \
                  WHERE id IN (SELECT session_id FROM rotated) RETURNING ",
             session_columns!(),
-            ") SELECT ",
-            session_columns!(),
-            " FROM touched"
+            ") SELECT t.id AS s_id, t.user_id, t.user_agent, t.ip, t.created_at AS s_created_at, \
+             t.last_used_at, t.expires_at, t.revoked_at, t.remember, t.auth_time, t.amr, \
+             u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
+             u.pending_email, u.created_at, u.updated_at, u.better_auth_id \
+             FROM touched t JOIN users u ON u.id = t.user_id"
         ))
         .bind(now)
         .bind(&rotation.sealed_successor)
@@ -903,7 +905,8 @@ impl Store for PostgresStore {
         .await?;
         if let Some(row) = row {
             return Ok(RotationOutcome::Rotated {
-                session: session_from_row(&row)?,
+                session: session_from_columns(&row, "s_id", "s_created_at")?,
+                user: user_from_row(&row)?,
             });
         }
 
@@ -958,8 +961,17 @@ impl Store for PostgresStore {
             .fetch_one(&mut *tx)
             .await?;
             let session = session_from_row(&row)?;
+            let user = sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = $1"
+            ))
+            .bind(session.user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let user = user_from_row(&user)?;
             tx.commit().await?;
-            return Ok(RotationOutcome::Rotated { session });
+            return Ok(RotationOutcome::Rotated { session, user });
         }
 
         // Not rotated: find out why. READ COMMITTED gives this statement a fresh snapshot, so

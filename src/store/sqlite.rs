@@ -877,8 +877,17 @@ impl Store for SqliteStore {
             .bind(&rotation.csrf_hash)
             .execute(&mut *tx)
             .await?;
+            let user = sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = ?1"
+            ))
+            .bind(session.user_id.hyphenated())
+            .fetch_one(&mut *tx)
+            .await?;
+            let user = user_from_row(&user)?;
             tx.commit().await?;
-            return Ok(RotationOutcome::Rotated { session });
+            return Ok(RotationOutcome::Rotated { session, user });
         }
 
         // Not rotated: find out why.

@@ -1021,7 +1021,9 @@ async fn find_refresh_token_returns_the_token_and_its_session_in_any_state(backe
     // after the rotation; the successor is found too, with its own CSRF hash.
     let t1 = t0 + TimeDelta::minutes(1);
     let second_csrf = vec![0xD6; 32];
-    let RotationOutcome::Rotated { session: rotated } = rotate(
+    let RotationOutcome::Rotated {
+        session: rotated, ..
+    } = rotate(
         &*store,
         Rotation {
             csrf_hash: Some(second_csrf.clone()),
@@ -1181,7 +1183,8 @@ async fn rotation_rotates_a_live_token_once(backend: Backend) {
     assert_eq!(
         rotate(&*store, first).await,
         RotationOutcome::Rotated {
-            session: after_first.clone()
+            session: after_first.clone(),
+            user: alice.clone(),
         }
     );
 
@@ -1194,7 +1197,8 @@ async fn rotation_rotates_a_live_token_once(backend: Backend) {
     assert_eq!(
         rotate(&*store, rotation(&token(2), &token(3), t2)).await,
         RotationOutcome::Rotated {
-            session: after_second.clone()
+            session: after_second.clone(),
+            user: alice.clone(),
         }
     );
     // The successor got `successor_expires_at` and the rotation's (here absent) CSRF hash.
@@ -1317,8 +1321,9 @@ async fn rotation_within_grace_replays_the_same_successor(backend: Backend) {
     let alice = create_user(&*store, "alice@example.com", t0).await;
     create_session(&*store, &new_session(alice.id, &token(1), t0)).await;
     let t1 = t0 + TimeDelta::minutes(1);
-    let RotationOutcome::Rotated { session: rotated } =
-        rotate(&*store, rotation(&token(1), &token(2), t1)).await
+    let RotationOutcome::Rotated {
+        session: rotated, ..
+    } = rotate(&*store, rotation(&token(1), &token(2), t1)).await
     else {
         panic!("the live token rotates");
     };
@@ -1509,7 +1514,10 @@ async fn twenty_concurrent_rotations_yield_exactly_one_rotated(backend: Backend)
         .collect();
     assert_eq!(winners.len(), 1, "exactly one call rotates: {outcomes:?}");
     let winner = winners[0];
-    let RotationOutcome::Rotated { session: rotated } = &outcomes[winner] else {
+    let RotationOutcome::Rotated {
+        session: rotated, ..
+    } = &outcomes[winner]
+    else {
         unreachable!("the winner rotated");
     };
     let winning_successor = token(100 + u8::try_from(winner).expect("fewer than 256 calls"));
