@@ -324,6 +324,7 @@ fn factor_settings(config: &Config, installation: &InstallationKeys) -> FactorSe
         service_name: config.service_name.clone(),
         reauth_max_age: config.reauth_max_age,
         webauthn,
+        summaries: Arc::default(),
     }
 }
 

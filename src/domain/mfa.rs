@@ -54,6 +54,31 @@ pub struct FactorSettings {
     pub reauth_max_age: Duration,
     /// Passkeys (`None` when the relying party settings do not make a valid one).
     pub webauthn: Option<std::sync::Arc<webauthn_rs::Webauthn>>,
+    /// What `GET /auth/me` shows of a user's factors, kept briefly (see
+    /// [`Accounts::factor_summary_for_display`]).
+    pub summaries: std::sync::Arc<SummaryCache>,
+}
+
+/// How long `GET /auth/me` may show a summary of factors read earlier. A change made through
+/// this server shows at once; one made through another replica (or `servauth users
+/// reset-mfa`) within this long. Nothing decides on it: every sign-in and step-up reads
+/// the factors themselves.
+pub const SUMMARY_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+const SUMMARY_CAPACITY: usize = 10_000;
+
+/// Recently read factor summaries by user, each with when it was read.
+pub struct SummaryCache(quick_cache::sync::Cache<Uuid, (FactorSummary, std::time::Instant)>);
+
+impl SummaryCache {
+    pub fn new() -> Self {
+        Self(quick_cache::sync::Cache::new(SUMMARY_CAPACITY))
+    }
+}
+
+impl Default for SummaryCache {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl std::fmt::Debug for FactorSettings {
@@ -269,7 +294,31 @@ fn has_confirmed_factor(factors: &[FactorRecord]) -> bool {
 }
 
 impl Accounts {
-    /// The user's factors, as `GET /auth/mfa` shows them.
+    /// The user's factors as `GET /auth/me` shows them: read at most [`SUMMARY_TTL`] ago
+    /// (`GET /auth/me` is a hot path; a database read on each call halved its rate).
+    pub async fn factor_summary_for_display(
+        &self,
+        user_id: Uuid,
+    ) -> Result<FactorSummary, AuthError> {
+        if let Some((summary, read)) = self.factors.summaries.0.get(&user_id)
+            && read.elapsed() < SUMMARY_TTL
+        {
+            return Ok(summary);
+        }
+        let summary = self.factor_summary(user_id).await?;
+        self.factors
+            .summaries
+            .0
+            .insert(user_id, (summary.clone(), std::time::Instant::now()));
+        Ok(summary)
+    }
+
+    /// Forgets the summary shown for a user whose factors just changed through this server.
+    pub(super) fn factors_changed(&self, user_id: Uuid) {
+        self.factors.summaries.0.remove(&user_id);
+    }
+
+    /// The user's factors, as `GET /auth/mfa` shows them (read now).
     pub async fn factor_summary(&self, user_id: Uuid) -> Result<FactorSummary, AuthError> {
         let factors = self.store.list_factors(user_id).await?;
         let left = if has_confirmed_factor(&factors) {
@@ -428,6 +477,7 @@ impl Accounts {
         self.limits
             .clear_failures(FailureSubject::Session(&subject))
             .await;
+        self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, "TOTP enabled");
         self.mail.mailer.send(
             self.mail
@@ -469,6 +519,7 @@ impl Accounts {
         self.check_second_factor(user, &factors, &proof, FailureSubject::Session(&subject))
             .await?;
         self.store.delete_factor(user.id, totp.id).await?;
+        self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, "TOTP disabled");
         self.mail.mailer.send(
             self.mail
@@ -497,6 +548,7 @@ impl Accounts {
         self.store
             .replace_recovery_codes(user.id, &hashes, self.clock.now())
             .await?;
+        self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, "recovery codes regenerated");
         Ok(codes)
     }
@@ -801,6 +853,7 @@ impl Accounts {
                 tracing::info!(user.id = %user.id, "recovery code refused");
                 return Err(AuthError::InvalidCode);
             };
+            self.factors_changed(user.id);
             tracing::warn!(user.id = %user.id, left, "recovery code used");
             self.mail
                 .mailer

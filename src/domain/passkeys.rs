@@ -287,6 +287,7 @@ impl Accounts {
                 "This passkey is registered already.",
             ));
         }
+        self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, factor.id = %factor.id, "passkey registered");
         self.mail
             .mailer
@@ -333,6 +334,7 @@ impl Accounts {
         if !self.store.delete_factor(user.id, id).await? {
             return Err(AuthError::NotFound);
         }
+        self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, factor.id = %id, "passkey deleted");
         self.mail
             .mailer

@@ -120,7 +120,10 @@ where
     ))]
 pub async fn get_me(services: Services, bearer: Bearer) -> Result<Json<UserView>, ApiError> {
     let caller = services.sessions.authenticate(bearer.token()).await?;
-    let mfa = services.accounts.factor_summary(caller.user.id).await?;
+    let mfa = services
+        .accounts
+        .factor_summary_for_display(caller.user.id)
+        .await?;
     Ok(Json(UserView {
         mfa: Some(mfa),
         ..caller.user.into()
