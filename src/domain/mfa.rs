@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::tokens::{opaque_token, token_hash};
 use super::{Accounts, AuthError, Caller, ClientKind, Email, FieldError, KeyEncryptionKey};
 use crate::limits::FailureSubject;
-use crate::store::{FactorKind, FactorRecord, NewChallenge, UserRecord};
+use crate::store::{ChallengeRecord, FactorKind, FactorRecord, NewChallenge, UserRecord};
 
 /// How long a sign-in waits for its second factor.
 pub const MFA_CHALLENGE_TTL: Duration = Duration::minutes(5);
@@ -241,15 +241,19 @@ fn parse_totp_code(raw: &str) -> Option<String> {
     (code.len() == TOTP_DIGITS && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
 }
 
-fn totp_for(secret: Vec<u8>, account: &str, issuer: &str) -> Result<totp_rs::Totp, AuthError> {
-    let builder = totp_rs::Builder::new()
+/// RFC 6238 as servauth uses it: SHA-1 (the default), 6 digits, 30 s, ±1 step.
+fn totp_builder(secret: Vec<u8>) -> totp_rs::Builder {
+    totp_rs::Builder::new()
         .with_secret(secret)
         .with_digits(TOTP_DIGITS as u8)
         .with_skew(1)
-        .with_step_duration(TOTP_STEP_SECONDS);
+        .with_step_duration(TOTP_STEP_SECONDS)
+}
+
+fn totp_for(secret: Vec<u8>, account: &str, issuer: &str) -> Result<totp_rs::Totp, AuthError> {
     // An account name or issuer with `:` cannot be in an otpauth label; the email is only a
     // label there, so such a character is replaced.
-    builder
+    totp_builder(secret)
         .with_account_name(account.replace(':', "_"))
         .with_issuer(Some(issuer.replace(':', "_")))
         .build()
@@ -259,13 +263,7 @@ fn totp_for(secret: Vec<u8>, account: &str, issuer: &str) -> Result<totp_rs::Tot
 /// The step a code matches at `now` (±1 step), or `None`. What a TOTP check costs besides
 /// opening the secret and the one `UPDATE` that records the step.
 pub fn totp_step(secret: Vec<u8>, code: &str, now: DateTime<Utc>) -> Option<i64> {
-    let totp = totp_rs::Builder::new()
-        .with_secret(secret)
-        .with_digits(TOTP_DIGITS as u8)
-        .with_skew(1)
-        .with_step_duration(TOTP_STEP_SECONDS)
-        .build()
-        .ok()?;
+    let totp = totp_builder(secret).build().ok()?;
     let time = u64::try_from(now.timestamp()).ok()?;
     totp.check(code, time)
         .and_then(|step| i64::try_from(step).ok())
@@ -274,10 +272,7 @@ pub fn totp_step(secret: Vec<u8>, code: &str, now: DateTime<Utc>) -> Option<i64>
 /// The second factors a sign-in may be completed with, for a user's confirmed factors.
 fn second_factors(factors: &[FactorRecord], recovery_codes_left: u64) -> Vec<&'static str> {
     let mut available = Vec::new();
-    if factors
-        .iter()
-        .any(|f| f.kind == FactorKind::Totp && f.confirmed_at.is_some())
-    {
+    if confirmed_totp(factors).is_some() {
         available.push("totp");
     }
     if factors.iter().any(|f| f.kind == FactorKind::Passkey) {
@@ -287,6 +282,13 @@ fn second_factors(factors: &[FactorRecord], recovery_codes_left: u64) -> Vec<&'s
         available.push("recovery_code");
     }
     available
+}
+
+/// The user's active (confirmed) TOTP factor.
+fn confirmed_totp(factors: &[FactorRecord]) -> Option<&FactorRecord> {
+    factors
+        .iter()
+        .find(|f| f.kind == FactorKind::Totp && f.confirmed_at.is_some())
 }
 
 fn has_confirmed_factor(factors: &[FactorRecord]) -> bool {
@@ -327,9 +329,7 @@ impl Accounts {
             0
         };
         Ok(FactorSummary {
-            totp: factors
-                .iter()
-                .any(|f| f.kind == FactorKind::Totp && f.confirmed_at.is_some()),
+            totp: confirmed_totp(&factors).is_some(),
             passkeys: factors
                 .iter()
                 .filter(|f| f.kind == FactorKind::Passkey)
@@ -370,7 +370,7 @@ impl Accounts {
             .await?
             .ok_or(AuthError::InvalidToken)?;
         let recent = now - auth.auth_time <= self.factors.reauth_max_age;
-        let with_factor = !strong || auth.amr.split_whitespace().any(|m| m == AMR_MFA);
+        let with_factor = !strong || auth.amr.iter().any(|m| m == AMR_MFA);
         if recent && with_factor {
             Ok(())
         } else {
@@ -383,10 +383,7 @@ impl Accounts {
     /// from it is confirmed. `TotpAlreadyEnabled` when one is active.
     pub async fn enroll_totp(&self, caller: &Caller) -> Result<TotpEnrollment, AuthError> {
         let factors = self.store.list_factors(caller.user.id).await?;
-        if factors
-            .iter()
-            .any(|f| f.kind == FactorKind::Totp && f.confirmed_at.is_some())
-        {
+        if confirmed_totp(&factors).is_some() {
             return Err(totp_already_enabled());
         }
         self.require_recent_with(caller, has_confirmed_factor(&factors))
@@ -509,11 +506,7 @@ impl Accounts {
             )]));
         }
         let factors = self.store.list_factors(user.id).await?;
-        let totp = factors
-            .iter()
-            .find(|f| f.kind == FactorKind::Totp && f.confirmed_at.is_some())
-            .ok_or(AuthError::NotFound)?
-            .clone();
+        let totp = confirmed_totp(&factors).ok_or(AuthError::NotFound)?.clone();
         self.confirm_password(caller, &password).await?;
         let subject = caller.session_id().to_string();
         self.check_second_factor(user, &factors, &proof, FailureSubject::Session(&subject))
@@ -709,25 +702,7 @@ impl Accounts {
         }
         let hash = token_hash(token.expose_secret());
         let now = self.clock.now();
-        let (challenge, purpose) =
-            match self.store.find_challenge(&hash, PURPOSE_LOGIN, now).await? {
-                Some(found) => (found, PURPOSE_LOGIN),
-                None => (
-                    self.store
-                        .find_challenge(&hash, PURPOSE_REAUTH, now)
-                        .await?
-                        .ok_or(AuthError::InvalidMfaToken)?,
-                    PURPOSE_REAUTH,
-                ),
-            };
-        let client_ip = ip.map(|ip| ip.to_canonical().to_string());
-        if challenge.ip.is_some() && challenge.ip != client_ip {
-            tracing::warn!(
-                client_ip,
-                "second factor refused: the challenge came from another address"
-            );
-            return Err(AuthError::InvalidMfaToken);
-        }
+        let (challenge, purpose) = self.live_mfa_challenge(&hash, ip).await?;
         if purpose == PURPOSE_REAUTH && challenge.session_id != caller_session {
             return Err(AuthError::InvalidMfaToken);
         }
@@ -767,6 +742,27 @@ impl Accounts {
                 .then_some(challenge.session_id)
                 .flatten(),
         })
+    }
+
+    /// The live sign-in or re-authentication challenge with this token hash, with its
+    /// purpose; `InvalidMfaToken` when there is none, or it came from another address.
+    pub(super) async fn live_mfa_challenge(
+        &self,
+        hash: &[u8],
+        ip: Option<IpAddr>,
+    ) -> Result<(ChallengeRecord, &'static str), AuthError> {
+        let now = self.clock.now();
+        for purpose in [PURPOSE_LOGIN, PURPOSE_REAUTH] {
+            let Some(challenge) = self.store.find_challenge(hash, purpose, now).await? else {
+                continue;
+            };
+            if !from_starting_address(&challenge, ip) {
+                tracing::warn!("second factor refused: the challenge came from another address");
+                return Err(AuthError::InvalidMfaToken);
+            }
+            return Ok((challenge, purpose));
+        }
+        Err(AuthError::InvalidMfaToken)
     }
 
     /// Checks a TOTP code or recovery code of the user (WebAuthn is not accepted here).
@@ -819,10 +815,7 @@ impl Accounts {
         self.reserve_code_attempt(subject, user).await?;
         let now = self.clock.now();
         let method = if let Some(code) = code {
-            let totp = factors
-                .iter()
-                .find(|f| f.kind == FactorKind::Totp && f.confirmed_at.is_some());
-            let step = totp.and_then(|factor| {
+            let step = confirmed_totp(factors).and_then(|factor| {
                 self.factors
                     .sealing
                     .open(factor.id, &factor.secret)
@@ -884,6 +877,12 @@ impl Accounts {
         tracing::warn!(user.id = %user.id, "second factor refused: too many failed attempts lately");
         Err(AuthError::RateLimited(reserved))
     }
+}
+
+/// Whether a challenge is presented from the address that started it (one that started
+/// from no known address may be presented from any).
+pub(super) fn from_starting_address(challenge: &ChallengeRecord, ip: Option<IpAddr>) -> bool {
+    challenge.ip.is_none() || challenge.ip == ip.map(|ip| ip.to_canonical().to_string())
 }
 
 fn totp_already_enabled() -> AuthError {

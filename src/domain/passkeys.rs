@@ -13,7 +13,9 @@ use webauthn_rs::prelude::{
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, WebauthnError,
 };
 
-use super::mfa::{AMR_HWK, AMR_MFA, AMR_SWK, ChallengeState, MFA_CHALLENGE_TTL};
+use super::mfa::{
+    AMR_HWK, AMR_MFA, AMR_SWK, ChallengeState, MFA_CHALLENGE_TTL, from_starting_address,
+};
 use super::tokens::{opaque_token, token_hash};
 use super::{Accounts, AuthError, Caller, FieldError};
 use crate::store::{FactorKind, FactorRecord, NewChallenge, UserRecord};
@@ -170,8 +172,7 @@ impl Accounts {
             .find_challenge(&hash, purpose, now)
             .await?
             .ok_or(AuthError::InvalidCeremony)?;
-        let client_ip = ip.map(|ip| ip.to_canonical().to_string());
-        if challenge.ip.is_some() && challenge.ip != client_ip {
+        if !from_starting_address(&challenge, ip) {
             return Err(AuthError::InvalidCeremony);
         }
         if !self.store.consume_challenge(&hash, now).await? {
@@ -431,19 +432,8 @@ impl Accounts {
             .filter(|token| !token.is_empty())
             .ok_or_else(|| AuthError::Validation(vec![FieldError::required("mfa_token")]))?;
         let hash = token_hash(token);
+        let (challenge, _) = self.live_mfa_challenge(&hash, ip).await?;
         let now = self.clock.now();
-        let mut found = None;
-        for purpose in [super::mfa::PURPOSE_LOGIN, super::mfa::PURPOSE_REAUTH] {
-            if let Some(challenge) = self.store.find_challenge(&hash, purpose, now).await? {
-                found = Some(challenge);
-                break;
-            }
-        }
-        let challenge = found.ok_or(AuthError::InvalidMfaToken)?;
-        let client_ip = ip.map(|ip| ip.to_canonical().to_string());
-        if challenge.ip.is_some() && challenge.ip != client_ip {
-            return Err(AuthError::InvalidMfaToken);
-        }
         let user_id = challenge.user_id.ok_or(AuthError::InvalidMfaToken)?;
         let passkeys: Vec<Passkey> = self
             .store

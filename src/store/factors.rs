@@ -117,8 +117,8 @@ impl std::fmt::Debug for ChallengeRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionAuthentication {
     pub auth_time: DateTime<Utc>,
-    /// RFC 8176 values, space-separated as stored.
-    pub amr: String,
+    /// RFC 8176 values (see [`SessionRecord::amr`](super::SessionRecord::amr)).
+    pub amr: Vec<String>,
 }
 
 /// What the second-factor services need stored. Every check-and-use is one statement, so
@@ -691,10 +691,10 @@ macro_rules! impl_factor_store {
                 };
                 let created_at: DateTime<Utc> = row.try_get("created_at")?;
                 let auth_time: Option<DateTime<Utc>> = row.try_get("auth_time")?;
-                let amr: Option<String> = row.try_get("amr")?;
+                let amr: Option<&str> = row.try_get("amr")?;
                 Ok(Some($crate::store::SessionAuthentication {
                     auth_time: auth_time.unwrap_or(created_at),
-                    amr: amr.unwrap_or_else(|| "pwd".to_owned()),
+                    amr: $crate::store::SessionRecord::amr_from_stored(amr),
                 }))
             }
 

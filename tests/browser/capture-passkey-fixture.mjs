@@ -18,12 +18,12 @@
 //    CHROMIUM overrides /usr/bin/chromium; needs the sqlite3 CLI on PATH)
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
+import { freePort, servePage, waitFor } from './loopback.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -35,27 +35,6 @@ const origin = `http://localhost:${pagePort}`;
 const rpId = 'localhost';
 const email = 'bench@example.com';
 const password = 'correct horse battery staple 42';
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(url, seconds = 30) {
-  const deadline = Date.now() + seconds * 1000;
-  while (Date.now() < deadline) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${url} did not answer within ${seconds}s`);
-}
 
 // A call from node, for what carries no WebAuthn data.
 async function call(api, method, path, { body, token } = {}) {
@@ -98,14 +77,7 @@ const server = spawn(binary, ['serve'], {
 });
 const exited = new Promise((resolve) => server.on('exit', resolve));
 const html = readFileSync(join(here, 'passkeys.html'));
-const pageServer = createServer((request, response) => {
-  response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-  response.end(html);
-});
-await new Promise((resolve, reject) => {
-  pageServer.once('error', reject);
-  pageServer.listen(pagePort, '127.0.0.1', resolve);
-});
+const pageServer = await servePage(html, pagePort);
 
 let browser;
 let assertion;

@@ -19,12 +19,12 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
+import { freePort, servePage, waitFor } from './loopback.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const binary = process.argv[2] ?? join(here, '..', '..', 'target', 'debug', 'servauth');
@@ -39,35 +39,6 @@ const page = readFileSync(join(here, 'passkeys.html'));
 const password = 'correct horse battery staple 42';
 const runId = randomBytes(4).toString('hex');
 const verbose = process.env.VERBOSE === '1';
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function servePage(port) {
-  const server = createServer((request, response) => {
-    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-    response.end(page);
-  });
-  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
-}
-
-async function waitFor(url, seconds = 30) {
-  const deadline = Date.now() + seconds * 1000;
-  while (Date.now() < deadline) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${url} did not answer within ${seconds}s`);
-}
 
 function psql(sql) {
   const result = spawnSync('psql', [`${pgServer}/postgres`, '-v', 'ON_ERROR_STOP=1', '-qAtc', sql],
@@ -115,7 +86,7 @@ const serverLog = () => ['stdout', 'stderr']
   .map((name) => Buffer.concat(serverOutput[name]).toString('utf8')).join('\n');
 // 'close': the process is gone and its pipes are drained.
 const exited = new Promise((resolve) => server.on('close', resolve));
-const pages = [await servePage(allowedPort), await servePage(deniedPort)];
+const pages = [await servePage(page, allowedPort), await servePage(page, deniedPort)];
 const contexts = [];
 let browser;
 let passed = 0;

@@ -7,46 +7,17 @@
 // SCREENSHOT_DIR=dir keeps the screenshots (docs.png, …); by default they go with the run.
 import { spawn } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync, statSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
+import { freePort, servePage, waitFor } from './loopback.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const binary = process.argv[2] ?? join(here, '..', '..', 'target', 'debug', 'servauth');
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const page = readFileSync(join(here, 'page.html'));
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function servePage(port) {
-  const server = createServer((request, response) => {
-    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-    response.end(page);
-  });
-  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
-}
-
-async function waitFor(url, seconds = 30) {
-  const deadline = Date.now() + seconds * 1000;
-  while (Date.now() < deadline) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${url} did not answer within ${seconds}s`);
-}
 
 const [apiPort, allowedPort, deniedPort] = [await freePort(), await freePort(), await freePort()];
 const api = `http://localhost:${apiPort}`;
@@ -69,7 +40,7 @@ const server = spawn(binary, ['serve'], {
   },
   stdio: ['ignore', 'inherit', 'inherit'],
 });
-const pages = [await servePage(allowedPort), await servePage(deniedPort)];
+const pages = [await servePage(page, allowedPort), await servePage(page, deniedPort)];
 let browser;
 let passed = 0;
 let failed = 0;

@@ -182,8 +182,7 @@ pub async fn create_account(
         return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
     let issued = services.sessions.open(&user, None, kind, meta).await?;
-    let device = services.accounts.device_token(user.id);
-    let response = session_response(&services.config, kind, Some(user), issued, Some(device));
+    let response = signed_in(&services, kind, user, issued);
     Ok((StatusCode::CREATED, response).into_response())
 }
 
@@ -244,14 +243,7 @@ pub async fn create_session(
         .sessions
         .open(&login.user, Some(login.password_hash), kind, meta)
         .await?;
-    let device = services.accounts.device_token(login.user.id);
-    Ok(session_response(
-        &services.config,
-        kind,
-        Some(login.user),
-        issued,
-        Some(device),
-    ))
+    Ok(signed_in(&services, kind, login.user, issued))
 }
 
 /// Refresh the access token
@@ -354,10 +346,22 @@ fn presented_refresh<'a>(
     })
 }
 
+/// The answer to a sign-in (register, login, a second factor, a passkey): the session's
+/// credentials, the account, and a new device token.
+pub(super) fn signed_in(
+    services: &Services,
+    kind: ClientKind,
+    user: UserRecord,
+    issued: IssuedSession,
+) -> Response {
+    let device = services.accounts.device_token(user.id);
+    session_response(&services.config, kind, Some(user), issued, Some(device))
+}
+
 /// The answer that hands a client a session's new credentials: browsers get the refresh
 /// token only in an HttpOnly cookie and the CSRF token in the body and a readable cookie;
 /// native clients get the refresh token in the body and no cookies.
-pub(super) fn session_response(
+fn session_response(
     config: &Config,
     kind: ClientKind,
     user: Option<UserRecord>,

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{SessionBody, session_response};
+use super::auth::{SessionBody, signed_in};
 use crate::app::Services;
 use crate::domain::{ClientMeta, FactorProof, FactorSummary, MfaChallenge, RECOVERY_CODE_COUNT};
 use crate::http::openapi::{
@@ -352,14 +352,7 @@ pub async fn verify_second_factor(
             &completed.amr,
         )
         .await?;
-    let device = services.accounts.device_token(completed.user.id);
-    Ok(session_response(
-        &services.config,
-        kind,
-        Some(completed.user),
-        issued,
-        Some(device),
-    ))
+    Ok(signed_in(&services, kind, completed.user, issued))
 }
 
 async fn reauthenticated(

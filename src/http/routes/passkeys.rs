@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::session_response;
+use super::auth::signed_in;
 use crate::app::Services;
 use crate::domain::{ClientKind, ClientMeta, PasskeyCeremony, PasskeyView};
 use crate::http::extract::PathId;
@@ -261,12 +261,5 @@ pub async fn finish_passkey_login(
         .sessions
         .open_as(&login.user, None, kind, meta, &login.amr)
         .await?;
-    let device = services.accounts.device_token(login.user.id);
-    Ok(session_response(
-        &services.config,
-        kind,
-        Some(login.user),
-        issued,
-        Some(device),
-    ))
+    Ok(signed_in(&services, kind, login.user, issued))
 }
