@@ -79,7 +79,7 @@ impl App {
         // Before anything is counted: metrics recorded without a recorder are lost.
         crate::metrics::handle();
         let config = Arc::new(config);
-        let store = connect_store(&config).await?;
+        let store = connect_serving_store(&config).await?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
             format!(
                 "cannot listen on {} (SERVAUTH_LISTEN / PORT)",
@@ -186,6 +186,32 @@ impl App {
     }
 }
 
+/// Connects the store a server uses: with the session cache in front
+/// (`SERVAUTH_SESSION_CACHE` sessions; none with 0), its changes fanned out through Redis when
+/// `REDIS_URL` is set on PostgreSQL, else through PostgreSQL itself (or within this process
+/// on SQLite).
+pub async fn connect_serving_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if config.session_cache == 0 {
+        return connect_store(config).await;
+    }
+    let redis = match &config.redis_url {
+        Some(url) => Some(
+            redis::Client::open(url.expose_secret())
+                .map_err(|error| ConfigError::new("REDIS_URL", error.to_string()))?,
+        ),
+        None => None,
+    };
+    let store = store::connect_cached(
+        config.database_url.expose_secret(),
+        config.database_max_connections,
+        redis,
+        config.session_cache,
+    )
+    .await
+    .map_err(store_error)?;
+    Ok(store)
+}
+
 /// Connects the store; a malformed URL is a configuration error naming `DATABASE_URL`.
 pub async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     store::connect(
@@ -193,10 +219,14 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         config.database_max_connections,
     )
     .await
-    .map_err(|error| match error {
+    .map_err(store_error)
+}
+
+fn store_error(error: StoreError) -> anyhow::Error {
+    match error {
         StoreError::InvalidUrl(message) => ConfigError::new("DATABASE_URL", message).into(),
         other => anyhow::Error::new(other).context("cannot open the database (DATABASE_URL)"),
-    })
+    }
 }
 
 /// Migrates (when `SERVAUTH_MIGRATE=auto`), loads or creates the signing key, and builds the

@@ -31,6 +31,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
 
+    /// Live sessions each server keeps in memory for token checks (0: none, every check
+    /// asks the database).
+    #[arg(long, env = "SERVAUTH_SESSION_CACHE", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub session_cache: u32,
+
     /// Address to listen on. Default 127.0.0.1:8080, or 0.0.0.0:$PORT when only PORT is set.
     #[arg(long, env = "SERVAUTH_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -325,6 +331,7 @@ pub struct Config {
     /// May hold a password: never logged.
     pub database_url: SecretString,
     pub database_max_connections: u32,
+    pub session_cache: usize,
     pub listen: SocketAddr,
     pub public_url: Url,
     pub issuer: String,
@@ -554,6 +561,7 @@ impl Settings {
             service_name: self.service_name,
             database_url: self.database_url,
             database_max_connections: self.database_max_connections,
+            session_cache: self.session_cache as usize,
             listen,
             public_origin: self.public_url.origin().ascii_serialization(),
             public_url: self.public_url,

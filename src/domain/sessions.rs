@@ -492,11 +492,13 @@ impl Sessions {
         // A rotation read the user with it; a replay looks it up (and the session again).
         let user = match user {
             Some(user) => user,
-            None => self
-                .store
-                .find_live_session_user(session.id, session.user_id, now)
-                .await?
-                .ok_or(AuthError::InvalidToken)?,
+            None => {
+                self.store
+                    .find_live_session_user(session.id, session.user_id, now)
+                    .await?
+                    .ok_or(AuthError::InvalidToken)?
+                    .user
+            }
         };
         self.check_verified(&user)?;
         self.issue(&user, &session, now, refresh_token, csrf_token)
@@ -627,7 +629,8 @@ impl Sessions {
             .store
             .find_live_session_user(claims.sid, claims.sub, now)
             .await?
-            .ok_or(AuthError::InvalidToken)?;
+            .ok_or(AuthError::InvalidToken)?
+            .user;
         Ok(Caller { user, claims })
     }
 

@@ -7,8 +7,11 @@
 //! Times always come from the caller (the injected clock), never from the database's `now()`.
 
 mod batch;
+mod cached;
 pub(crate) mod factors;
+pub mod fanout;
 mod postgres;
+pub mod session_cache;
 mod sqlite;
 
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use cached::CachedStore;
 pub use factors::{
     ChallengeRecord, FactorKind, FactorRecord, FactorStore, NewChallenge, SessionAuthentication,
 };
@@ -109,6 +113,13 @@ pub struct UserRecord {
     /// The user's id in the Better Auth database it was imported from
     /// (`servauth import better-auth`); the Better Auth face shows it as the user's `id`.
     pub better_auth_id: Option<String>,
+}
+
+/// A live session's user, as a token check finds it, and when the session ends.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    pub user: UserRecord,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A user together with the stored password hash (PHC string), for login and re-auth.
@@ -554,13 +565,14 @@ pub trait Store: FactorStore + Send + Sync + std::fmt::Debug + 'static {
     async fn create_session(&self, session: NewSession) -> StoreResult<Option<SessionRecord>>;
 
     /// The user behind an access token, if its session is live: the session exists, belongs
-    /// to `user_id`, is not revoked and has not expired at `now`, and the user exists.
+    /// to `user_id`, is not revoked and has not expired at `now`, and the user exists; with
+    /// the session's end.
     async fn find_live_session_user(
         &self,
         session_id: Uuid,
         user_id: Uuid,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<UserRecord>>;
+    ) -> StoreResult<Option<LiveSession>>;
 
     /// Inserts a Better Auth session holding a session token (see [`NewTokenSession`]), on
     /// the same terms as [`Store::create_session`]: `None` (nothing written) when the user is
@@ -824,4 +836,43 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
             "expected a sqlite://… or postgres://… URL".to_owned(),
         )),
     }
+}
+
+/// As [`connect`], for a server: the backend with the session cache in front
+/// ([`CachedStore`]) of at most `cache_capacity` sessions, its changes fanned out through
+/// PostgreSQL `LISTEN/NOTIFY`, through Redis pub/sub when `redis` is given (PostgreSQL only:
+/// SQLite is one process's), or within this process on SQLite. Must be called inside a
+/// Tokio runtime.
+pub async fn connect_cached(
+    url: &str,
+    max_connections: u32,
+    redis: Option<redis::Client>,
+    cache_capacity: usize,
+) -> StoreResult<Arc<CachedStore>> {
+    use fanout::{Channel, Fanout};
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme)
+        .unwrap_or_default();
+    let (inner, channel): (Arc<dyn Store>, Channel) = match scheme {
+        "sqlite" => (
+            Arc::new(SqliteStore::connect(url, max_connections).await?),
+            Channel::Local(url.to_owned()),
+        ),
+        "postgres" | "postgresql" => {
+            let store = PostgresStore::connect(url, max_connections)?;
+            let channel = match redis {
+                Some(client) => Channel::Redis(client),
+                None => Channel::Postgres(store.pool()),
+            };
+            (Arc::new(store), channel)
+        }
+        _ => {
+            return Err(StoreError::InvalidUrl(
+                "expected a sqlite://… or postgres://… URL".to_owned(),
+            ));
+        }
+    };
+    let fanout = Fanout::start(channel, cache_capacity);
+    Ok(Arc::new(CachedStore::new(inner, fanout)))
 }

@@ -39,10 +39,10 @@ use uuid::Uuid;
 use super::batch::Batcher;
 use super::{
     BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER, IMPORT_TOKEN_TAKEN,
-    ImportOutcome, NewOneTimeToken, NewSession, NewTokenSession, NewUser, OneTimeTokenRecord,
-    ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation, RotationOutcome,
-    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose, UserCredentials,
-    UserRecord,
+    ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
+    OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation,
+    RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose,
+    UserCredentials, UserRecord,
 };
 use crate::domain::Email;
 
@@ -113,7 +113,7 @@ macro_rules! signing_key_columns {
 pub struct PostgresStore {
     pool: PgPool,
     /// [`Store::find_live_session_user`], the query behind every token check, batched.
-    session_lookups: Batcher<SessionLookup, Option<UserRecord>>,
+    session_lookups: Batcher<SessionLookup, Option<LiveSession>>,
     /// The Better Auth face's token checks, batched the same way.
     token_lookups: Batcher<TokenLookup, Option<(SessionRecord, UserRecord)>>,
 }
@@ -128,6 +128,11 @@ type TokenLookup = (Vec<u8>, DateTime<Utc>);
 const MAX_LOOKUP_BATCH: usize = 256;
 
 impl PostgresStore {
+    /// The pool (for the session notifications' connection options and pings).
+    pub fn pool(&self) -> PgPool {
+        self.pool.clone()
+    }
+
     /// Parses the URL and builds a pool that connects lazily: a well-formed URL whose server
     /// does not answer is not an error here (the server may come up after us); queries, and
     /// [`Store::ping`], fail after the acquire timeout instead. Must be called inside a Tokio
@@ -178,7 +183,7 @@ impl PostgresStore {
 async fn find_live_session_users(
     pool: PgPool,
     keys: Vec<SessionLookup>,
-) -> StoreResult<Vec<Option<UserRecord>>> {
+) -> StoreResult<Vec<Option<LiveSession>>> {
     let mut session_ids = Vec::with_capacity(keys.len());
     let mut user_ids = Vec::with_capacity(keys.len());
     let mut times = Vec::with_capacity(keys.len());
@@ -188,10 +193,10 @@ async fn find_live_session_users(
         times.push(now);
     }
     let rows = sqlx::query(concat!(
-        "SELECT position, ",
+        "SELECT position, session_expires_at, ",
         user_columns!(),
         " FROM users JOIN ( \
-           SELECT k.position, s.user_id AS live_user \
+           SELECT k.position, s.user_id AS live_user, s.expires_at AS session_expires_at \
            FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) \
                 WITH ORDINALITY AS k(session_id, user_id, now, position) \
            JOIN sessions s ON s.id = k.session_id AND s.user_id = k.user_id \
@@ -203,14 +208,17 @@ async fn find_live_session_users(
     .bind(&times)
     .fetch_all(&pool)
     .await?;
-    let mut users: Vec<Option<UserRecord>> = vec![None; session_ids.len()];
+    let mut users: Vec<Option<LiveSession>> = vec![None; session_ids.len()];
     for row in &rows {
         let position: i64 = row.try_get("position")?;
         let slot = usize::try_from(position - 1)
             .ok()
             .and_then(|index| users.get_mut(index))
             .ok_or_else(|| StoreError::Database("lookup position out of range".into()))?;
-        *slot = Some(user_from_row(row)?);
+        *slot = Some(LiveSession {
+            user: user_from_row(row)?,
+            expires_at: row.try_get("session_expires_at")?,
+        });
     }
     Ok(users)
 }
@@ -762,7 +770,7 @@ impl Store for PostgresStore {
         session_id: Uuid,
         user_id: Uuid,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<UserRecord>> {
+    ) -> StoreResult<Option<LiveSession>> {
         self.session_lookups.load((session_id, user_id, now)).await
     }
 

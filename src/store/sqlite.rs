@@ -31,10 +31,10 @@ use uuid::fmt::Hyphenated;
 
 use super::{
     BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER, IMPORT_TOKEN_TAKEN,
-    ImportOutcome, NewOneTimeToken, NewSession, NewTokenSession, NewUser, OneTimeTokenRecord,
-    ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation, RotationOutcome,
-    SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose, UserCredentials,
-    UserRecord,
+    ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
+    OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation,
+    RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose,
+    UserCredentials, UserRecord,
 };
 use crate::domain::Email;
 
@@ -715,10 +715,11 @@ impl Store for SqliteStore {
         session_id: Uuid,
         user_id: Uuid,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<UserRecord>> {
+    ) -> StoreResult<Option<LiveSession>> {
         let row = sqlx::query(
             "SELECT u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
-             u.pending_email, u.created_at, u.updated_at, u.better_auth_id \
+             u.pending_email, u.created_at, u.updated_at, u.better_auth_id, \
+             s.expires_at AS session_expires_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id = ?1 AND s.user_id = ?2 AND s.revoked_at IS NULL AND s.expires_at > ?3",
         )
@@ -727,7 +728,11 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(LiveSession {
+            user: user_from_row(&row)?,
+            expires_at: row.try_get("session_expires_at")?,
+        }))
     }
 
     async fn create_token_session(

@@ -15,6 +15,7 @@ mod mfa;
 mod openapi;
 mod process;
 mod replicas;
+mod revocation;
 mod security;
 mod sessions;
 mod tokens;

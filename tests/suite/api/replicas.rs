@@ -11,9 +11,9 @@ use crate::support::app::{PASSWORD, Reply, read};
 use crate::support::db::{Backend, TestDatabase};
 use crate::support::redis::RedisServer;
 
-struct Replica {
+pub(super) struct Replica {
     child: Child,
-    base: String,
+    pub(super) base: String,
 }
 
 impl Drop for Replica {
@@ -24,17 +24,34 @@ impl Drop for Replica {
 }
 
 async fn start(database_url: &str, redis_url: &str) -> Replica {
+    start_replica(
+        database_url,
+        Some(redis_url),
+        &[("SERVAUTH_RATE_LIMIT", "4/1m")],
+    )
+    .await
+}
+
+/// A servauth process on this database (and this Redis, when given), with these settings,
+/// ready.
+pub(super) async fn start_replica(
+    database_url: &str,
+    redis_url: Option<&str>,
+    settings: &[(&str, &str)],
+) -> Replica {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_servauth"))
-        .env_clear()
-        .env("DATABASE_URL", database_url)
-        .env("REDIS_URL", redis_url)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_servauth"));
+    command.env_clear().env("DATABASE_URL", database_url);
+    if let Some(redis_url) = redis_url {
+        command.env("REDIS_URL", redis_url);
+    }
+    command.envs(settings.iter().copied());
+    let child = command
         .env("SERVAUTH_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SERVAUTH_RATE_LIMIT", "4/1m")
         .env("SERVAUTH_ARGON2_MEMORY_KIB", "64")
         .env("SERVAUTH_ARGON2_ITERATIONS", "1")
         .env("SERVAUTH_LOG", "warn")
@@ -61,7 +78,7 @@ async fn start(database_url: &str, redis_url: &str) -> Replica {
     }
 }
 
-async fn post(
+pub(super) async fn post(
     client: &reqwest::Client,
     replica: &Replica,
     path: &str,
@@ -75,7 +92,7 @@ async fn post(
     read(request.send().await.unwrap()).await
 }
 
-async fn me(client: &reqwest::Client, replica: &Replica, token: &str) -> StatusCode {
+pub(super) async fn me(client: &reqwest::Client, replica: &Replica, token: &str) -> StatusCode {
     client
         .get(format!("{}/auth/me", replica.base))
         .bearer_auth(token)
