@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: bench/ab.sh OLD_BINARY NEW_BINARY   (ROUNDS=8 BURST=3s SCRIPTS="validate me"
-#   CONNS="64 256" USERS=200; SCRIPTS may name refresh (each burst loses up to CONNS tokens in
+#   CONNS="64 256" USERS=200; OLD_ENV/NEW_ENV: extra settings for one side, e.g.
+#   OLD_ENV="SERVAUTH_SESSION_CACHE=0" with one binary twice; SCRIPTS may name refresh (each burst loses up to CONNS tokens in
 #   flight: seed USERS > ROUNDS x CONNS); needs wrk, psql, python3)
 # Interleaved A/B of two servauth binaries on PostgreSQL: both run at once (ports 4301/4302),
 # and short wrk bursts alternate between them ROUNDS times, so that host noise (CPU steal,
@@ -11,7 +12,9 @@ B="$(cd "$(dirname "$0")" && pwd)"; export LUA_DIR=$B/lua INTERNAL_SECRET="bench
 W=$(mktemp -d)
 for v in old new; do psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS ab_$v" -c "CREATE DATABASE ab_$v" >/dev/null; done
 start() { # version binary port
-  env -i PATH="$PATH" DATABASE_URL="postgres://postgres@127.0.0.1:5432/ab_$1" SERVAUTH_LISTEN=127.0.0.1:$3 \
+  local extra=${OLD_ENV:-}; [ "$1" = new ] && extra=${NEW_ENV:-}
+  # shellcheck disable=SC2086 # extra is a list of NAME=value words
+  env -i PATH="$PATH" $extra DATABASE_URL="postgres://postgres@127.0.0.1:5432/ab_$1" SERVAUTH_LISTEN=127.0.0.1:$3 \
     SERVAUTH_PUBLIC_URL=http://127.0.0.1:$3 SERVAUTH_INTERNAL_SECRET="$INTERNAL_SECRET" SERVAUTH_COOKIE_SECURE=false \
     SERVAUTH_LOG=warn SERVAUTH_ACCESS_TTL=1h SERVAUTH_RATE_LIMIT=1000000/1s SERVAUTH_REFRESH_RATE_LIMIT=1000000/1s \
     SERVAUTH_LOGIN_FAILURE_LIMIT=1000000/1s SERVAUTH_ARGON2_MEMORY_KIB=64 SERVAUTH_ARGON2_ITERATIONS=1 "$2" serve > $W/$1.log 2>&1 &

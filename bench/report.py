@@ -40,6 +40,11 @@ def criterion(root: Path) -> None:
 # oha
 
 
+# SQLite's refresh c64 before issue 18 (bench/RESULTS.md, the last full run before it):
+# issue 18 asks for twice that.
+SQLITE_REFRESH_BEFORE = 556
+
+
 def percentile(sorted_values, p):
     if not sorted_values:
         return None
@@ -62,7 +67,7 @@ def oha_line(out_json: Path, label: str, db: Path, conns: str, rate: str) -> Non
     for status, duration, _, _ in rows:
         by_status.setdefault(status, []).append(duration * 1000)
     line = {
-        "label": label, "tool": "oha", "open_loop": True,
+        "label": label, "tool": "oha", "open_loop": float(rate) > 0,
         "offered_rps": float(rate), "conns": int(conns),
         "requests": len(rows), "duration_s": wall, "rps": len(rows) / wall,
         "ok_rps": sum(1 for r in rows if 200 <= r[0] < 300) / wall,
@@ -182,7 +187,7 @@ def summary(run: Path) -> None:
     def row(label, r, x, name=None, gen_key="loadgen_cpu_pct"):
         if r.get("tool") == "oha":
             errs = str(r["errors"]) + (f" {r['error_kinds']}" if r["errors"] else "")
-            conns, offered = r["conns"], f1(r["offered_rps"])
+            conns, offered = r["conns"], (f1(r["offered_rps"]) if r["offered_rps"] else "closed")
         else:
             errs = f"{r['err_connect']}/{r['err_read']}/{r['err_write']}/{r['err_timeout']}"
             conns, offered = conns_of(label) or "", "closed"
@@ -309,27 +314,52 @@ def summary(run: Path) -> None:
                 out.append(f"| {name} | {a / 1024:.1f} | {p / 1024:.1f} | {a / p:.2f} |")
         out.append("")
 
-        # T1: token checks >= 10x the peer's get-session
+        # T1 (issue 18): token checks at c64 >= 40x the peer's get-session
         for b in backends:
-            for c in (64, 256, 1000):
-                best_peer = max([x for x in (peer_rps(f"getsession-cookie-c{c}"), peer_rps(f"getsession-bearer-c{c}")) if x] or [0])
-                for ours in ("validate", "me"):
-                    r = runs.get(f"{b}/{ours}-c{c}")
-                    if r and best_peer:
-                        x = ok_rps(r) / best_peer
-                        targets.append((f"{b}: {ours} c{c} ≥ 10× peer get-session (best of cookie/bearer, {best_peer:.0f}/s)",
-                                        f"{x:.1f}×", x >= 10))
+            best_peer = max([x for x in (peer_rps("getsession-cookie-c64"), peer_rps("getsession-bearer-c64")) if x] or [0])
+            for ours in ("validate", "me"):
+                r = runs.get(f"{b}/{ours}-c64")
+                if r and best_peer:
+                    x = ok_rps(r) / best_peer
+                    targets.append((f"{b}: {ours} c64 ≥ 40× peer get-session (best of cookie/bearer, {best_peer:.0f}/s)",
+                                    f"{x:.1f}×", x >= 40))
 
-    # T2: login >= 90 % of the Argon2 limit (the backend's own measurement when there is one)
+    # The machine's ceiling (the bare axum handler, same backend's run) and the token paths
+    for b in backends:
+        bare = runs.get(f"{b}/bare-ok-c64")
+        for ours in ("validate", "me"):
+            r = runs.get(f"{b}/{ours}-c64")
+            if r and bare:
+                share = ok_rps(r) / ok_rps(bare)
+                targets.append((f"{b}: {ours} c64 ≥ 30 % of the bare axum ceiling ({ok_rps(bare):.0f}/s)",
+                                f"{share * 100:.0f} %", share >= 0.3))
+            if r:
+                targets.append((f"{b}: {ours} c64 p99 < 10 ms", f"{ms(r['lat_p99_ms'])} ms", r["lat_p99_ms"] < 10))
+    # Refresh at c64: PostgreSQL >= 3k/s; SQLite >= 2x the figure before issue 18
+    for b in backends:
+        r = runs.get(f"{b}/refresh-c64")
+        if r:
+            goal = 3000 if b == "postgres" else 2 * SQLITE_REFRESH_BEFORE
+            why = "≥ 3k req/s" if b == "postgres" else f"≥ 2× {SQLITE_REFRESH_BEFORE}/s (before issue 18)"
+            targets.append((f"{b}: refresh c64 {why}", f"{ok_rps(r):.0f}/s", ok_rps(r) >= goal))
+    # T2: login >= 90 % of the Argon2 limit (the backend's own measurement when there is one),
+    # p95 < 250 ms; overloaded (c64, Retry-After ignored) the goodput holds
     if limit:
         for b in backends:
             lim = limit_of(b)
-            best = max(((ok_rps(r), l) for l, r in runs.items()
-                        if l.startswith(f"{b}/login-c") and conns_of(l) and conns_of(l) > 1), default=None)
-            if best:
-                pool_note = f"; {best[0] / pool_limit * 100:.0f} % of the pool's {pool_limit:.1f}/s at the start" if pool_limit else ""
-                targets.append((f"{b}: login ≥ 90 % of the Argon2 limit ({lim:.1f}/s, mean of before and after), best closed-loop run {best[1].split('/')[1]}",
-                                f"{best[0]:.1f}/s = {best[0] / lim * 100:.0f} %{pool_note}", best[0] >= 0.9 * lim))
+            r16 = runs.get(f"{b}/login-c16")
+            if r16:
+                pool_note = f"; {ok_rps(r16) / pool_limit * 100:.0f} % of the pool's {pool_limit:.1f}/s at the start" if pool_limit else ""
+                targets.append((f"{b}: login c16 ≥ 90 % of the Argon2 limit ({lim:.1f}/s, mean of before and after), p95 < 250 ms",
+                                f"{ok_rps(r16):.1f}/s = {ok_rps(r16) / lim * 100:.0f} %, p95 {ms(r16['lat_p95_ms'])} ms{pool_note}",
+                                ok_rps(r16) >= 0.9 * lim and r16["lat_p95_ms"] < 250))
+            over = runs.get(f"{b}/login-overload-c64")
+            if r16 and over:
+                s503 = over["status"].get("503", {})
+                share = ok_rps(over) / ok_rps(r16)
+                targets.append((f"{b}: login c64 ignoring Retry-After: 2xx ≥ 85 % of c16's, 503s p99 < 5 ms",
+                                f"{ok_rps(over):.1f}/s = {share * 100:.0f} %; {s503.get('count', 0)} × 503, p99 {ms(s503.get('p99_ms'))} ms",
+                                share >= 0.85 and (not s503 or s503["p99_ms"] < 5) and not over["errors"]))
     # T3: open-loop login
     for b in backends:
         for l, r in runs.items():
@@ -353,23 +383,17 @@ def summary(run: Path) -> None:
         for l, r in runs.items():
             if l.startswith(f"{b}/") and r.get("tool") == "oha" and "-open" in l and "login" not in l:
                 x = res.get(l, {})
-                ok = r["lat_p99_ms"] < 50 and r["errors"] == 0 and r["non_2xx_3xx"] == 0
-                targets.append((f"{b}: {l.split('/')[1]}: p99 < 50 ms, no errors",
+                ok = (r["lat_p99_ms"] < 20 and r["errors"] == 0 and r["non_2xx_3xx"] == 0
+                      and x.get("rss_max_kib", 0) / 1024 < 200)
+                targets.append((f"{b}: {l.split('/')[1]}: p99 < 20 ms, no errors, RSS < 200 MiB",
                                 f"p99 {ms(r['lat_p99_ms'])} ms, {r['errors']} errors, {r['non_2xx_3xx']} non-2xx, "
-                                f"{ok_rps(r):.0f}/s achieved, {x.get('conns_max', '?')} conns open", ok))
-    # T5: memory
+                                f"{ok_rps(r):.0f}/s achieved, {x.get('conns_max', '?')} conns open, "
+                                f"RSS max {x.get('rss_max_kib', 0) / 1024:.0f} MiB", ok))
+    # T5: memory given back: idle RSS 30 s after the open-loop (10k-connection) run
     for b in backends:
-        for snap in ("fresh", "after-warmup", "end"):
-            kib = idle.get(f"{b}/{snap}")
-            if kib:
-                targets.append((f"{b}: idle RSS ({snap}) < 30 MB", f"{kib / 1024:.1f} MiB", kib / 1024 < 30))
-        for l in res:
-            if l.startswith(f"{b}/") and l.endswith("-c10000"):
-                x = res[l]
-                grew = x["rss_max_kib"] - x.get("rss_start_kib", 0)
-                targets.append((f"{b}: RSS with 10k connections < 300 MB ({l.split('/')[1]})",
-                                f"{x['rss_max_kib'] / 1024:.0f} MiB (+{grew / 1024:.0f} MiB during the run, "
-                                f"{x.get('conns_max', '?')} conns)", x["rss_max_kib"] / 1024 < 300))
+        kib = idle.get(f"{b}/30s-after-open-loop")
+        if kib:
+            targets.append((f"{b}: idle RSS 30 s after the 10k-connection run < 40 MiB", f"{kib / 1024:.1f} MiB", kib / 1024 < 40))
     if targets:
         out += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
         for name, measured, ok in targets:

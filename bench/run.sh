@@ -54,6 +54,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PG_DB=servauth_bench
 BIN="$CARGO_TARGET_DIR/release/servauth"
+# The machine's ceiling: a bare axum "ok" handler (examples/bare_ok.rs), measured in each
+# backend's run just before its token paths.
+BARE_BIN="$CARGO_TARGET_DIR/release/examples/bare_ok"
+BARE_PORT=$((PORT + 99))
 URL="http://127.0.0.1:$PORT"
 # Fixed, benchmark-only secret (>= 32 bytes) for /api/internal/*.
 INTERNAL_SECRET="bench-internal-secret-0123456789abcdef0123"
@@ -93,8 +97,10 @@ if [ "$BUILD" = 1 ]; then
   fi
   log "building: cargo build --release --locked (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
   (cd "$ROOT" && cargo build --release --locked) 2>&1 | tail -n 2 | tee -a "$OUT/bench.log" >&2
+  (cd "$ROOT" && cargo build --release --locked --example bare_ok) 2>&1 | tail -n 1 | tee -a "$OUT/bench.log" >&2
 fi
 [ -x "$BIN" ] || die "no binary at $BIN"
+[ -x "$BARE_BIN" ] || die "no ceiling binary at $BARE_BIN (cargo build --release --example bare_ok)"
 command -v wrk >/dev/null || die "wrk missing: apt-get install wrk"
 if [ -n "$LOGIN_LOADS" ] || [ "$OPEN_RATE" != 0 ]; then
   command -v oha >/dev/null || die "oha missing: cargo install oha --locked (or LOGIN_LOADS= OPEN_RATE=0)"
@@ -250,14 +256,15 @@ warmup() {  # SCRIPT CONNS [ENV=VAL ...]  (not reported)
 }
 
 # oha_run LABEL CONNS RATE URL [oha args ...] : fixed offered rate (open loop, latency
-# measured from each request's scheduled start), every request kept in a SQLite file so
-# that latency can be split by status.
+# measured from each request's scheduled start; RATE 0: closed loop, each connection sending
+# back to back), every request kept in a SQLite file so that latency can be split by status.
 oha_run() {
   local label="$1" conns="$2" rate="$3" url="$4"; shift 4
-  local file="${label//\//_}"
+  local file="${label//\//_}" pace=()
+  [ "$rate" != 0 ] && pace=(-q "$rate" --latency-correction)
   rm -f "$OUT/$file.oha.db"
-  measure "$label" oha --no-tui --output-format json -z "$DURATION" -c "$conns" -q "$rate" \
-    --latency-correction --db-url "$OUT/$file.oha.db" "$@" "$url"
+  measure "$label" oha --no-tui --output-format json -z "$DURATION" -c "$conns" "${pace[@]}" \
+    --db-url "$OUT/$file.oha.db" "$@" "$url"
   python3 "$BENCH_DIR/report.py" oha-line "$OUT/$file.out" "$label" "$OUT/$file.oha.db" "$conns" "$rate" >> "$BENCH_JSON"
   tail -1 "$BENCH_JSON" | cut -c1-400 >&2
 }
@@ -410,6 +417,23 @@ run_backend() {  # postgres | sqlite
       -d "{\"email\":\"$email\",\"password\":\"$PASSWORD\",\"client\":\"native\"}"
   done
 
+  # Login overloaded: 64 connections sending back to back, ignoring Retry-After (oha, closed
+  # loop, so that latency is split by status): the refusals must stay cheap enough that the
+  # 2xx goodput holds near the c16 figure.
+  oha_run "$backend/login-overload-c64" 64 0 "$URL/auth/login" -m POST -T application/json \
+    -d "{\"email\":\"$email\",\"password\":\"$PASSWORD\",\"client\":\"native\"}"
+
+  # The ceiling: the bare handler, alone on the machine for its run (servauth idle beside it).
+  local server_pid="$SERVER_PID"
+  BARE_LISTEN="127.0.0.1:$BARE_PORT" "$BARE_BIN" > "$OUT/$backend/bare.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 50); do curl -fs -o /dev/null "http://127.0.0.1:$BARE_PORT/" && break; sleep 0.1; done
+  URL_SAVED="$URL"; URL="http://127.0.0.1:$BARE_PORT"
+  wrk_run "$backend/bare-ok-c64" 64 ok.lua
+  URL="$URL_SAVED"
+  kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID="$server_pid"
+
   # Token paths: closed loop at several concurrencies, then the fixed-rate open loop over
   # OPEN_CONNS connections.
   check_token_paths
@@ -426,6 +450,9 @@ run_backend() {  # postgres | sqlite
   if [ "$OPEN_RATE" != 0 ]; then
     oha_run "$backend/me-open$OPEN_RATE-c$OPEN_CONNS" "$OPEN_CONNS" "$OPEN_RATE" "$URL/auth/me" \
       -H "Authorization: Bearer $tok"
+    # Memory gives back what the 10k connections took: RSS 30 s after the run.
+    sleep 30
+    snapshot_idle "$backend/30s-after-open-loop"
   fi
   check_token_paths
 
