@@ -3,18 +3,23 @@
 #   CONNS="64 256" USERS=200; OLD_ENV/NEW_ENV: extra settings for one side, e.g.
 #   OLD_ENV="SERVAUTH_SESSION_CACHE=0" with one binary twice; SCRIPTS may name refresh (each burst loses up to CONNS tokens in
 #   flight: seed USERS > ROUNDS x CONNS); needs wrk, psql, python3)
-# Interleaved A/B of two servauth binaries on PostgreSQL: both run at once (ports 4301/4302),
+# Interleaved A/B of two servauth binaries on PostgreSQL (BACKEND=sqlite: each on its own
+# SQLite file): both run at once (ports 4301/4302),
 # and short wrk bursts alternate between them ROUNDS times, so that host noise (CPU steal,
 # other processes) falls on both alike. Prints per-round req/s and the medians.
 set -euo pipefail
 OLD=$1 NEW=$2 ROUNDS=${ROUNDS:-8} BURST=${BURST:-3s} SCRIPTS=${SCRIPTS:-validate me} CONNS=${CONNS:-64 256}
 B="$(cd "$(dirname "$0")" && pwd)"; export LUA_DIR=$B/lua INTERNAL_SECRET="bench-internal-secret-0123456789abcdef0123"
 W=$(mktemp -d)
-for v in old new; do psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS ab_$v" -c "CREATE DATABASE ab_$v" >/dev/null; done
+BACKEND=${BACKEND:-postgres}
+db_url() { if [ "$BACKEND" = sqlite ]; then echo "sqlite://$W/ab_$1.db"; else echo "postgres://postgres@127.0.0.1:5432/ab_$1"; fi; }
+if [ "$BACKEND" = postgres ]; then
+  for v in old new; do psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS ab_$v" -c "CREATE DATABASE ab_$v" >/dev/null; done
+fi
 start() { # version binary port
   local extra=${OLD_ENV:-}; [ "$1" = new ] && extra=${NEW_ENV:-}
   # shellcheck disable=SC2086 # extra is a list of NAME=value words
-  env -i PATH="$PATH" $extra DATABASE_URL="postgres://postgres@127.0.0.1:5432/ab_$1" SERVAUTH_LISTEN=127.0.0.1:$3 \
+  env -i PATH="$PATH" $extra DATABASE_URL="$(db_url "$1")" SERVAUTH_LISTEN=127.0.0.1:$3 \
     SERVAUTH_PUBLIC_URL=http://127.0.0.1:$3 SERVAUTH_INTERNAL_SECRET="$INTERNAL_SECRET" SERVAUTH_COOKIE_SECURE=false \
     SERVAUTH_LOG=warn SERVAUTH_ACCESS_TTL=1h SERVAUTH_RATE_LIMIT=1000000/1s SERVAUTH_REFRESH_RATE_LIMIT=1000000/1s \
     SERVAUTH_LOGIN_FAILURE_LIMIT=1000000/1s SERVAUTH_ARGON2_MEMORY_KIB=64 SERVAUTH_ARGON2_ITERATIONS=1 "$2" serve > $W/$1.log 2>&1 &

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
+use super::batch::Batcher;
 use super::{
     BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER, IMPORT_TOKEN_TAKEN,
     ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
@@ -102,7 +104,13 @@ pub struct SqliteStore {
     /// (whose sleeps grow to 100 ms and made refresh latency seconds under load). Writes
     /// still begin `IMMEDIATE` and keep the busy timeout, for other processes on the file.
     writer: SqlitePool,
+    /// Refresh rotations, group-committed: rotations that arrive while one is being written
+    /// go into one transaction (one fsync), each applied in turn as if alone.
+    rotations: Batcher<Rotation, Result<RotationOutcome, Arc<StoreError>>>,
 }
+
+/// The most rotations committed together.
+const MAX_ROTATION_BATCH: usize = 64;
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file the `sqlite:` URL names, in WAL mode with
@@ -141,8 +149,160 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_lazy_with(options);
-        Ok(Self { pool, writer })
+        let rotating = writer.clone();
+        let rotations = Batcher::spawn(1, MAX_ROTATION_BATCH, move |batch| {
+            rotate_together(rotating.clone(), batch)
+        });
+        Ok(Self {
+            pool,
+            writer,
+            rotations,
+        })
     }
+}
+
+/// Applies a batch of rotations in one transaction, in order (each sees the ones before it,
+/// exactly as if they had run one after the other), and commits once: the answers go out
+/// after the commit. Should a statement fail, nothing of the batch is kept and each rotation
+/// is retried in a transaction of its own, so that one failure fails only its own request.
+async fn rotate_together(
+    writer: SqlitePool,
+    batch: Vec<Rotation>,
+) -> StoreResult<Vec<Result<RotationOutcome, Arc<StoreError>>>> {
+    let together = async {
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for rotation in &batch {
+            outcomes.push(Ok(rotate_in(&mut tx, rotation).await?));
+        }
+        tx.commit().await?;
+        Ok::<_, StoreError>(outcomes)
+    };
+    match together.await {
+        Ok(outcomes) => Ok(outcomes),
+        Err(_) if batch.len() > 1 => {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for rotation in &batch {
+                let alone = async {
+                    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+                    let outcome = rotate_in(&mut tx, rotation).await?;
+                    tx.commit().await?;
+                    Ok::<_, StoreError>(outcome)
+                };
+                outcomes.push(alone.await.map_err(Arc::new));
+            }
+            Ok(outcomes)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// One rotation (see [`Store::rotate_refresh_token`]) inside the caller's transaction.
+async fn rotate_in(tx: &mut SqliteConnection, rotation: &Rotation) -> StoreResult<RotationOutcome> {
+    let now = micros(rotation.now);
+
+    let rotated: Option<Hyphenated> = sqlx::query_scalar(
+        "UPDATE refresh_tokens SET rotated_at = ?1, successor = ?2 \
+             WHERE token_hash = ?3 AND rotated_at IS NULL AND expires_at > ?1 \
+             AND session_id IN \
+                 (SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > ?1) \
+             RETURNING session_id",
+    )
+    .bind(now)
+    .bind(&rotation.sealed_successor)
+    .bind(&rotation.presented_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    if let Some(session_id) = rotated {
+        // The session first: its end caps the successor's expiry.
+        let row = sqlx::query(concat!(
+            "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2 RETURNING ",
+            session_columns!()
+        ))
+        .bind(now)
+        .bind(session_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let session = session_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
+                 csrf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&rotation.successor_hash)
+        .bind(session_id)
+        .bind(now)
+        .bind(micros(
+            rotation.successor_expires_at.min(session.expires_at),
+        ))
+        .bind(&rotation.csrf_hash)
+        .execute(&mut *tx)
+        .await?;
+        let user = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = ?1"
+        ))
+        .bind(session.user_id.hyphenated())
+        .fetch_one(&mut *tx)
+        .await?;
+        let user = user_from_row(&user)?;
+        return Ok(RotationOutcome::Rotated { session, user });
+    }
+
+    // Not rotated: find out why.
+    let row = sqlx::query(
+        "SELECT t.rotated_at AS token_rotated_at, t.successor AS token_successor, \
+             s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
+             s.revoked_at, s.remember, s.auth_time, s.amr \
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.token_hash = ?1",
+    )
+    .bind(&rotation.presented_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(RotationOutcome::Invalid);
+    };
+    let session = session_from_row(&row)?;
+    let rotated_at: Option<DateTime<Utc>> = row.try_get("token_rotated_at")?;
+    let successor: Option<Vec<u8>> = row.try_get("token_successor")?;
+    if session.revoked_at.is_some() || session.expires_at <= now {
+        return Ok(RotationOutcome::Invalid);
+    }
+    // Never rotated: it was not rotated just now, so it must have expired.
+    let Some(rotated_at) = rotated_at else {
+        return Ok(RotationOutcome::Invalid);
+    };
+    // A zero grace turns replays off altogether, even for a retry in the same microsecond.
+    if rotation.grace > chrono::Duration::zero() && now - rotated_at <= rotation.grace {
+        // A rotated row always has its successor; a missing one is treated as unknown.
+        return Ok(match successor {
+            Some(sealed_successor) => RotationOutcome::Replayed {
+                session,
+                sealed_successor,
+            },
+            None => RotationOutcome::Invalid,
+        });
+    }
+
+    // Rotated out before the grace window: someone holds a stale copy of the token, so
+    // the whole session is compromised. Revoke it and commit, whatever the caller answers.
+    let revoked = sqlx::query(
+        "UPDATE sessions SET revoked_at = ?1 \
+             WHERE id = ?2 AND revoked_at IS NULL AND expires_at > ?1",
+    )
+    .bind(now)
+    .bind(session.id.hyphenated())
+    .execute(&mut *tx)
+    .await?;
+    Ok(if revoked.rows_affected() > 0 {
+        RotationOutcome::Reused {
+            session_id: session.id,
+        }
+    } else {
+        RotationOutcome::Invalid
+    })
 }
 
 /// Rows one pruning statement deletes at most.
@@ -842,113 +1002,10 @@ impl Store for SqliteStore {
     /// calls with one token run one after the other: the first rotates it, the others find it
     /// rotated.
     async fn rotate_refresh_token(&self, rotation: Rotation) -> StoreResult<RotationOutcome> {
-        let now = micros(rotation.now);
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-
-        let rotated: Option<Hyphenated> = sqlx::query_scalar(
-            "UPDATE refresh_tokens SET rotated_at = ?1, successor = ?2 \
-             WHERE token_hash = ?3 AND rotated_at IS NULL AND expires_at > ?1 \
-             AND session_id IN \
-                 (SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > ?1) \
-             RETURNING session_id",
-        )
-        .bind(now)
-        .bind(&rotation.sealed_successor)
-        .bind(&rotation.presented_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        if let Some(session_id) = rotated {
-            // The session first: its end caps the successor's expiry.
-            let row = sqlx::query(concat!(
-                "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2 RETURNING ",
-                session_columns!()
-            ))
-            .bind(now)
-            .bind(session_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let session = session_from_row(&row)?;
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
-                 csrf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(&rotation.successor_hash)
-            .bind(session_id)
-            .bind(now)
-            .bind(micros(
-                rotation.successor_expires_at.min(session.expires_at),
-            ))
-            .bind(&rotation.csrf_hash)
-            .execute(&mut *tx)
-            .await?;
-            let user = sqlx::query(concat!(
-                "SELECT ",
-                user_columns!(),
-                " FROM users WHERE id = ?1"
-            ))
-            .bind(session.user_id.hyphenated())
-            .fetch_one(&mut *tx)
-            .await?;
-            let user = user_from_row(&user)?;
-            tx.commit().await?;
-            return Ok(RotationOutcome::Rotated { session, user });
-        }
-
-        // Not rotated: find out why.
-        let row = sqlx::query(
-            "SELECT t.rotated_at AS token_rotated_at, t.successor AS token_successor, \
-             s.id, s.user_id, s.user_agent, s.ip, s.created_at, s.last_used_at, s.expires_at, \
-             s.revoked_at, s.remember, s.auth_time, s.amr \
-             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id \
-             WHERE t.token_hash = ?1",
-        )
-        .bind(&rotation.presented_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(RotationOutcome::Invalid);
-        };
-        let session = session_from_row(&row)?;
-        let rotated_at: Option<DateTime<Utc>> = row.try_get("token_rotated_at")?;
-        let successor: Option<Vec<u8>> = row.try_get("token_successor")?;
-        if session.revoked_at.is_some() || session.expires_at <= now {
-            return Ok(RotationOutcome::Invalid);
-        }
-        // Never rotated: it was not rotated just now, so it must have expired.
-        let Some(rotated_at) = rotated_at else {
-            return Ok(RotationOutcome::Invalid);
-        };
-        // A zero grace turns replays off altogether, even for a retry in the same microsecond.
-        if rotation.grace > chrono::Duration::zero() && now - rotated_at <= rotation.grace {
-            // A rotated row always has its successor; a missing one is treated as unknown.
-            return Ok(match successor {
-                Some(sealed_successor) => RotationOutcome::Replayed {
-                    session,
-                    sealed_successor,
-                },
-                None => RotationOutcome::Invalid,
-            });
-        }
-
-        // Rotated out before the grace window: someone holds a stale copy of the token, so
-        // the whole session is compromised. Revoke it and commit, whatever the caller answers.
-        let revoked = sqlx::query(
-            "UPDATE sessions SET revoked_at = ?1 \
-             WHERE id = ?2 AND revoked_at IS NULL AND expires_at > ?1",
-        )
-        .bind(now)
-        .bind(session.id.hyphenated())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(if revoked.rows_affected() > 0 {
-            RotationOutcome::Reused {
-                session_id: session.id,
-            }
-        } else {
-            RotationOutcome::Invalid
-        })
+        self.rotations
+            .load(rotation)
+            .await?
+            .map_err(|shared| StoreError::Database(Box::new(shared)))
     }
 
     async fn refresh_successor(&self, refresh_hash: &[u8]) -> StoreResult<Option<Vec<u8>>> {
