@@ -19,10 +19,10 @@ fi
 start() { # version binary port
   local extra=${OLD_ENV:-}; [ "$1" = new ] && extra=${NEW_ENV:-}
   # shellcheck disable=SC2086 # extra is a list of NAME=value words
-  env -i PATH="$PATH" $extra DATABASE_URL="$(db_url "$1")" SERVAUTH_LISTEN=127.0.0.1:$3 \
+  env -i PATH="$PATH" DATABASE_URL="$(db_url "$1")" SERVAUTH_LISTEN=127.0.0.1:$3 \
     SERVAUTH_PUBLIC_URL=http://127.0.0.1:$3 SERVAUTH_INTERNAL_SECRET="$INTERNAL_SECRET" SERVAUTH_COOKIE_SECURE=false \
     SERVAUTH_LOG=warn SERVAUTH_ACCESS_TTL=1h SERVAUTH_RATE_LIMIT=1000000/1s SERVAUTH_REFRESH_RATE_LIMIT=1000000/1s \
-    SERVAUTH_LOGIN_FAILURE_LIMIT=1000000/1s SERVAUTH_ARGON2_MEMORY_KIB=64 SERVAUTH_ARGON2_ITERATIONS=1 "$2" serve > $W/$1.log 2>&1 &
+    SERVAUTH_LOGIN_FAILURE_LIMIT=1000000/1s SERVAUTH_ARGON2_MEMORY_KIB=64 SERVAUTH_ARGON2_ITERATIONS=1 $extra "$2" serve > $W/$1.log 2>&1 &
   echo $! > $W/$1.pid
   for _ in $(seq 1 100); do curl -fs -o /dev/null http://127.0.0.1:$3/ready && return; sleep 0.1; done; echo "no start $1"; exit 1
 }

@@ -54,9 +54,12 @@ pub async fn run(command: Command) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(action, Action::Serve) {
-        telemetry::init(&config.log);
-    }
+    // Held to the end: dropping it writes the log lines still queued.
+    let _log = if matches!(action, Action::Serve) {
+        telemetry::init(&config.log)
+    } else {
+        None
+    };
     let result = match action {
         Action::Serve => serve(config).await,
         Action::Migrate => migrate(&config).await,

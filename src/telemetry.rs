@@ -4,17 +4,28 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global JSON subscriber. Safe to call more than once (later calls are no-ops).
-pub fn init(filter: &str) {
+/// Installs the global JSON subscriber. Lines are formatted where they are logged and
+/// written to stdout by a thread of their own (in batches, not one write per line, and never
+/// on the threads that answer requests or hash passwords); none is dropped: when that
+/// thread falls 128k lines behind, loggers wait. Keep the guard until the process ends: its
+/// drop writes what is left. Safe to call more than once (later calls install nothing and
+/// return `None`).
+pub fn init(filter: &str) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("servauth-log")
+        .finish(std::io::stdout());
+    tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .try_init();
+        .with_writer(writer)
+        .try_init()
+        .ok()
+        .map(|()| guard)
 }
 
 /// Runs blocking work (password hashing) on tokio's blocking pool inside the caller's span,

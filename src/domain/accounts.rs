@@ -280,6 +280,12 @@ impl Accounts {
     /// Checks an email and password. An unknown email and a wrong password are the same
     /// `InvalidCredentials` and cost the same hashing work. With verified emails required,
     /// a correct password on an unverified address is `EmailNotVerified`.
+    /// Whether the hashing pool has no place left (login and register would answer
+    /// `503 overloaded`).
+    pub fn hashing_is_full(&self) -> bool {
+        self.hashing.is_full()
+    }
+
     pub async fn login(&self, attempt: LoginAttempt) -> Result<PasswordLogin, AuthError> {
         let result = self.login_checked(attempt).await;
         let outcome = match &result {

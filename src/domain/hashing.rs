@@ -146,6 +146,12 @@ impl PasswordHashing {
         self.admit()?.verify(password, stored).await
     }
 
+    /// Whether every place (running or waiting) is taken: the next [`Self::admit`] would
+    /// fail, unless a hash finishes first.
+    pub fn is_full(&self) -> bool {
+        self.admission.available_permits() == 0
+    }
+
     /// Takes a place (running or waiting) for one hash, or fails at once with
     /// [`HashError::Overloaded`]: a caller that takes it before other work (a login's user
     /// lookup) refuses before doing that work for nothing.
@@ -381,8 +387,29 @@ struct Worker {
     area: Option<Vec<Block>>,
 }
 
+/// How much lower than the rest of the process the hashing threads run (nice steps).
+/// Hashing is the one long computation here; everything else (answering requests, token
+/// checks, a refusal under overload, the database on the same host) is short. With the
+/// hashing threads behind, a short task gets a core the moment it is ready instead of
+/// waiting out a hash's time slice, and hashing still takes every cycle the rest leaves:
+/// the priority only matters while both want the same core.
+const HASHING_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority by [`HASHING_NICE`] (Linux: nice is per thread).
+/// Best effort: where it cannot be changed, hashing runs at the process's priority.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let me = Some(rustix::thread::gettid());
+        if let Ok(current) = rustix::process::getpriority_process(me) {
+            let _ = rustix::process::setpriority_process(me, (current + HASHING_NICE).min(19));
+        }
+    }
+}
+
 impl Worker {
     fn serve(&mut self, jobs: &flume::Receiver<Job>) {
+        lower_this_threads_priority();
         loop {
             let job = match jobs.recv_timeout(IDLE_RELEASE) {
                 Ok(job) => job,

@@ -12,6 +12,7 @@ mod request_id;
 mod routes;
 mod security_headers;
 pub mod server;
+mod shed;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
@@ -112,10 +113,6 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(middleware::from_fn(server::refuse_timed_out_bodies))
         .layer(cors(&state.config))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            security_headers::middleware,
-        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -125,6 +122,15 @@ pub fn router(state: AppState) -> Router {
                 // ERROR where they happen, and a 503 under load is no error worth a second line.
                 .on_failure(()),
         )
+        // Outside the request log, the rate limits and the body: see `shed`.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            shed::middleware,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers::middleware,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_id::middleware,

@@ -239,7 +239,100 @@ async fn a_full_hashing_queue_answers_503_at_once(backend: Backend) {
     assert_eq!(right.status, StatusCode::OK, "{:?}", right.body);
 }
 
+/// The value of an unlabelled counter in `/metrics`.
+async fn counter(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// While the hashing pool is full, sign-ins on both faces are refused before any other
+/// work (no log line, no rate count, no body parsed), each in its face's shape, with
+/// `Retry-After` and the usual headers; they are counted in `servauth_requests_shed_total`.
+async fn a_storm_of_sign_ins_is_refused_cheaply_in_each_faces_shape(backend: Backend) {
+    let extra = [
+        "--hash-workers",
+        "1",
+        "--hash-queue",
+        "0",
+        "--argon2-memory-kib",
+        "65536",
+        "--argon2-iterations",
+        "12",
+        "--better-auth-secret",
+        "test-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+    ];
+    let Some(app) = TestApp::spawn_with(backend, &extra).await else {
+        return;
+    };
+    app.register("a@example.com").await;
+    let before = counter(&app, "servauth_requests_shed_total").await;
+    // One login takes the only place for most of a second.
+    let busy = {
+        let (client, url) = (app.client.clone(), app.url("/auth/login"));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"email": "a@example.com", "password": PASSWORD}))
+                .send()
+                .await
+                .map(|reply| reply.status())
+        })
+    };
+    let started = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let rest = login_from(&app, "a@example.com", PASSWORD, None).await;
+    let face = app
+        .client
+        .post(app.url("/api/auth/sign-in/email"))
+        .header("origin", "http://localhost:8080")
+        .json(&json!({"email": "a@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let face_status = face.status();
+    let face_headers = face.headers().clone();
+    let face_body: serde_json::Value = face.json().await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(700),
+        "both refusals came while the first login was still hashing"
+    );
+    rest.assert_problem(503, "overloaded");
+    assert_eq!(rest.header("retry-after"), Some("1"));
+    assert_eq!(rest.header("x-content-type-options"), Some("nosniff"));
+    assert!(rest.header("x-request-id").is_some());
+    assert_eq!(face_status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(face_body["code"], "SERVICE_UNAVAILABLE", "{face_body}");
+    assert!(
+        face_body.get("type").is_none(),
+        "the face's shape, not problem+json"
+    );
+    assert_eq!(
+        face_headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(counter(&app, "servauth_requests_shed_total").await >= before + 2.0);
+    assert_eq!(
+        busy.await.unwrap().unwrap(),
+        StatusCode::OK,
+        "the admitted login succeeds"
+    );
+}
+
 crate::support::both_backends!(
+    #[multi_thread]
+    a_storm_of_sign_ins_is_refused_cheaply_in_each_faces_shape,
     each_endpoint_allows_its_quota_per_ip_then_answers_429,
     failed_logins_throttle_an_account_alike_whether_it_exists_or_not,
     #[multi_thread]

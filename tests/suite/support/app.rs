@@ -234,7 +234,8 @@ pub fn config(database_url: &str, extra: &[&str]) -> servauth::config::Config {
 /// Server logs in test output only when `TEST_LOG` is set.
 fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        servauth::telemetry::init("info");
+        // Kept for the life of the test process (its last lines need no flush).
+        std::mem::forget(servauth::telemetry::init("info"));
     }
 }
 
