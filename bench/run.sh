@@ -20,6 +20,7 @@
 #   LOGIN_LOADS ("0.35 0.7 2")     open-loop login at these fractions of the Argon2 limit
 #   ARGON2_BENCH (1: measure the limit with the criterion bench; 0: use ARGON2_LIMIT=<hashes/s>)
 #   SERVER_ENV ("")  extra VAR=value settings for servauth, e.g. "MALLOC_ARENA_MAX=2"
+#   SERVAUTH_LOG (info: the default log level, one line per request to server.log)
 #   PORT (4200)  BUILD (1)  CARGO_TARGET_DIR (../target)
 #
 # Writes results/<RUN_ID>/ (git-ignored): env.txt, bench.log, results.jsonl (one line per
@@ -325,7 +326,7 @@ run_backend() {  # postgres | sqlite
     SERVAUTH_INTERNAL_SECRET="$INTERNAL_SECRET" \
     SERVAUTH_BETTER_AUTH_SECRET="$BETTER_AUTH_SECRET" \
     SERVAUTH_COOKIE_SECURE=false \
-    SERVAUTH_LOG=warn \
+    SERVAUTH_LOG="${SERVAUTH_LOG:-info}" \
     SERVAUTH_ACCESS_TTL=1h \
     SERVAUTH_RATE_LIMIT=1000000/1s \
     SERVAUTH_REFRESH_RATE_LIMIT=1000000/1s \

@@ -46,7 +46,7 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 const SILENCE: Duration = Duration::from_secs(5);
 
 /// The longest a writer waits for its change to come back through the channel.
-pub const ECHO_WAIT: Duration = Duration::from_millis(100);
+pub const ECHO_WAIT: Duration = Duration::from_millis(250);
 
 /// The longest a Redis publish may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);

@@ -201,11 +201,14 @@ async fn rotate_together(
 async fn rotate_in(tx: &mut SqliteConnection, rotation: &Rotation) -> StoreResult<RotationOutcome> {
     let now = micros(rotation.now);
 
+    // The session check is correlated (`EXISTS … s.id = session_id`): an uncorrelated
+    // `session_id IN (SELECT id FROM sessions WHERE …)` made SQLite build the set of every
+    // live session first, a scan of the whole table on every rotation.
     let rotated: Option<Hyphenated> = sqlx::query_scalar(
         "UPDATE refresh_tokens SET rotated_at = ?1, successor = ?2 \
              WHERE token_hash = ?3 AND rotated_at IS NULL AND expires_at > ?1 \
-             AND session_id IN \
-                 (SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > ?1) \
+             AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
+                 AND s.revoked_at IS NULL AND s.expires_at > ?1) \
              RETURNING session_id",
     )
     .bind(now)

@@ -289,7 +289,7 @@ async fn a_storm_of_sign_ins_is_refused_cheaply_in_each_faces_shape(backend: Bac
         })
     };
     let started = std::time::Instant::now();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let rest = login_from(&app, "a@example.com", PASSWORD, None).await;
     let face = app
         .client
@@ -303,7 +303,7 @@ async fn a_storm_of_sign_ins_is_refused_cheaply_in_each_faces_shape(backend: Bac
     let face_headers = face.headers().clone();
     let face_body: serde_json::Value = face.json().await.unwrap();
     assert!(
-        started.elapsed() < std::time::Duration::from_millis(700),
+        started.elapsed() < Duration::from_millis(700),
         "both refusals came while the first login was still hashing"
     );
     rest.assert_problem(503, "overloaded");

