@@ -77,8 +77,7 @@ pub enum Channel {
 /// One server's end of the channel.
 pub struct Fanout {
     cache: Arc<SessionCache>,
-    remote: Option<Remote>,
-    local_key: Option<String>,
+    end: End,
     stop: watch::Sender<bool>,
 }
 
@@ -86,13 +85,18 @@ impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fanout")
             .field("cache", &self.cache)
-            .field("remote", &self.remote.is_some())
+            .field("remote", &!matches!(self.end, End::Local(_)))
             .finish()
     }
 }
 
-enum Remote {
+/// Which channel this end is on (what [`Channel`] started), with what publishing needs.
+enum End {
+    /// The key of this process's servers on the same SQLite database.
+    Local(String),
+    /// The triggers publish; this end only listens.
     Postgres,
+    /// This end publishes, on a connection made at its first change.
     Redis(Box<(tokio::sync::OnceCell<ConnectionManager>, redis::Client)>),
 }
 
@@ -111,8 +115,7 @@ impl Fanout {
                 list.push(Arc::downgrade(&cache));
                 Arc::new(Self {
                     cache,
-                    remote: None,
-                    local_key: Some(key),
+                    end: End::Local(key),
                     stop,
                 })
             }
@@ -141,8 +144,7 @@ impl Fanout {
                 }));
                 Arc::new(Self {
                     cache,
-                    remote: Some(Remote::Postgres),
-                    local_key: None,
+                    end: End::Postgres,
                     stop,
                 })
             }
@@ -152,11 +154,7 @@ impl Fanout {
                 tokio::spawn(subscriber.clone().run_redis(client.clone()));
                 let fanout = Arc::new(Self {
                     cache,
-                    remote: Some(Remote::Redis(Box::new((
-                        tokio::sync::OnceCell::new(),
-                        client,
-                    )))),
-                    local_key: None,
+                    end: End::Redis(Box::new((tokio::sync::OnceCell::new(), client))),
                     stop,
                 });
                 let pinger = Arc::downgrade(&fanout);
@@ -188,7 +186,8 @@ impl Fanout {
     /// to its own cache at once, then through the channel, and, with `wait`, waits for it to
     /// come back (pass `false` when the write may have changed nothing a trigger reports).
     pub async fn changed(&self, change: Change, mark: u64, wait: bool) {
-        if let Some(key) = &self.local_key {
+        if let End::Local(key) = &self.end {
+            // This server's own cache is one of them (registered for as long as it lives).
             let peers: Vec<Arc<SessionCache>> = local_peers()
                 .get(key)
                 .map(|list| list.iter().filter_map(Weak::upgrade).collect())
@@ -196,13 +195,10 @@ impl Fanout {
             for peer in peers {
                 peer.apply(change);
             }
-            // This server's own cache, even if the registry lost it.
-            self.cache.apply(change);
             return;
         }
         self.cache.apply(change);
-        let Some(remote) = &self.remote else { return };
-        if let Remote::Redis(..) = remote
+        if let End::Redis(..) = &self.end
             && !self.publish(&change.to_payload()).await
         {
             // The others' subscriptions are most likely down too (and then bypass their
@@ -226,7 +222,7 @@ impl Fanout {
 
     /// Publishes on Redis; `false` when it failed.
     async fn publish(&self, payload: &str) -> bool {
-        let Some(Remote::Redis(redis)) = &self.remote else {
+        let End::Redis(redis) = &self.end else {
             return false;
         };
         let (connection, client) = &**redis;

@@ -825,13 +825,31 @@ pub async fn rekey_email_addresses(store: &dyn Store) -> StoreResult<Rekeyed> {
 /// A malformed URL is an error at once; a well-formed one whose server does not answer is
 /// not (the pools connect lazily, and `/ready` reports the database as down meanwhile).
 pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    Ok(match open_backend(url, max_connections).await? {
+        Backend::Sqlite(store) => Arc::new(store),
+        Backend::Postgres(store) => Arc::new(store),
+    })
+}
+
+/// The backend a URL names, opened.
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+async fn open_backend(url: &str, max_connections: u32) -> StoreResult<Backend> {
     let scheme = url
         .split_once(':')
         .map(|(scheme, _)| scheme)
         .unwrap_or_default();
     match scheme {
-        "sqlite" => Ok(Arc::new(SqliteStore::connect(url, max_connections).await?)),
-        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(url, max_connections)?)),
+        "sqlite" => Ok(Backend::Sqlite(
+            SqliteStore::connect(url, max_connections).await?,
+        )),
+        "postgres" | "postgresql" => Ok(Backend::Postgres(PostgresStore::connect(
+            url,
+            max_connections,
+        )?)),
         _ => Err(StoreError::InvalidUrl(
             "expected a sqlite://… or postgres://… URL".to_owned(),
         )),
@@ -850,29 +868,17 @@ pub async fn connect_cached(
     cache_capacity: usize,
 ) -> StoreResult<Arc<CachedStore>> {
     use fanout::{Channel, Fanout};
-    let scheme = url
-        .split_once(':')
-        .map(|(scheme, _)| scheme)
-        .unwrap_or_default();
-    let (inner, channel): (Arc<dyn Store>, Channel) = match scheme {
-        "sqlite" => (
-            Arc::new(SqliteStore::connect(url, max_connections).await?),
-            Channel::Local(url.to_owned()),
-        ),
-        "postgres" | "postgresql" => {
-            let store = PostgresStore::connect(url, max_connections)?;
-            let channel = match redis {
-                Some(client) => Channel::Redis(client),
-                None => Channel::Postgres(store.pool()),
-            };
-            (Arc::new(store), channel)
-        }
-        _ => {
-            return Err(StoreError::InvalidUrl(
-                "expected a sqlite://… or postgres://… URL".to_owned(),
-            ));
-        }
-    };
+    let (inner, channel): (Arc<dyn Store>, Channel) =
+        match open_backend(url, max_connections).await? {
+            Backend::Sqlite(store) => (Arc::new(store), Channel::Local(url.to_owned())),
+            Backend::Postgres(store) => {
+                let channel = match redis {
+                    Some(client) => Channel::Redis(client),
+                    None => Channel::Postgres(store.pool()),
+                };
+                (Arc::new(store), channel)
+            }
+        };
     let fanout = Fanout::start(channel, cache_capacity);
     Ok(Arc::new(CachedStore::new(inner, fanout)))
 }

@@ -169,32 +169,37 @@ async fn rotate_together(
     writer: SqlitePool,
     batch: Vec<Rotation>,
 ) -> StoreResult<Vec<Result<RotationOutcome, Arc<StoreError>>>> {
-    let together = async {
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for rotation in &batch {
-            outcomes.push(Ok(rotate_in(&mut tx, rotation).await?));
-        }
-        tx.commit().await?;
-        Ok::<_, StoreError>(outcomes)
-    };
-    match together.await {
-        Ok(outcomes) => Ok(outcomes),
+    match commit_rotations(&writer, &batch).await {
+        Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
         Err(_) if batch.len() > 1 => {
             let mut outcomes = Vec::with_capacity(batch.len());
             for rotation in &batch {
-                let alone = async {
-                    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-                    let outcome = rotate_in(&mut tx, rotation).await?;
-                    tx.commit().await?;
-                    Ok::<_, StoreError>(outcome)
-                };
-                outcomes.push(alone.await.map_err(Arc::new));
+                let alone = commit_rotations(&writer, std::slice::from_ref(rotation)).await;
+                outcomes.push(match alone {
+                    Ok(mut one) => one.pop().ok_or_else(|| {
+                        Arc::new(StoreError::Database("a rotation gave no outcome".into()))
+                    }),
+                    Err(error) => Err(Arc::new(error)),
+                });
             }
             Ok(outcomes)
         }
         Err(error) => Err(error),
     }
+}
+
+/// Applies `rotations` in order in one `BEGIN IMMEDIATE` transaction and commits it.
+async fn commit_rotations(
+    writer: &SqlitePool,
+    rotations: &[Rotation],
+) -> StoreResult<Vec<RotationOutcome>> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(rotations.len());
+    for rotation in rotations {
+        outcomes.push(rotate_in(&mut tx, rotation).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
 }
 
 /// One rotation (see [`Store::rotate_refresh_token`]) inside the caller's transaction.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::app::{PASSWORD, Reply, TestApp, read};
+use crate::support::app::{PASSWORD, Reply, TestApp, metric, read};
 use crate::support::db::Backend;
 use crate::support::redis::RedisServer;
 
@@ -239,22 +239,6 @@ async fn a_full_hashing_queue_answers_503_at_once(backend: Backend) {
     assert_eq!(right.status, StatusCode::OK, "{:?}", right.body);
 }
 
-/// The value of an unlabelled counter in `/metrics`.
-async fn counter(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// While the hashing pool is full, sign-ins on both faces are refused before any other
 /// work (no log line, no rate count, no body parsed), each in its face's shape, with
 /// `Retry-After` and the usual headers; they are counted in `servauth_requests_shed_total`.
@@ -275,7 +259,7 @@ async fn a_storm_of_sign_ins_is_refused_cheaply_in_each_faces_shape(backend: Bac
         return;
     };
     app.register("a@example.com").await;
-    let before = counter(&app, "servauth_requests_shed_total").await;
+    let before = metric(&app.client, &app.base, "servauth_requests_shed_total").await;
     // One login takes the only place for most of a second.
     let busy = {
         let (client, url) = (app.client.clone(), app.url("/auth/login"));
@@ -322,7 +306,7 @@ async fn a_storm_of_sign_ins_is_refused_cheaply_in_each_faces_shape(backend: Bac
             .and_then(|v| v.to_str().ok()),
         Some("1")
     );
-    assert!(counter(&app, "servauth_requests_shed_total").await >= before + 2.0);
+    assert!(metric(&app.client, &app.base, "servauth_requests_shed_total").await >= before + 2.0);
     assert_eq!(
         busy.await.unwrap().unwrap(),
         StatusCode::OK,

@@ -5,17 +5,8 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::app::{PASSWORD, TestApp};
+use crate::support::app::{PASSWORD, TestApp, sample};
 use crate::support::db::Backend;
-
-/// The value of the first sample whose line starts with `prefix` (name and labels).
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find(|line| line.starts_with(prefix))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
 
 async fn metrics_count_requests_logins_and_the_hashing_pool(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {

@@ -23,36 +23,47 @@ crate::support::both_backends! {
 /// Settings for replicas that log in many times from one address.
 const OPEN_LIMITS: &[(&str, &str)] = &[("SERVAUTH_RATE_LIMIT", "100000/1m")];
 
-async fn login(client: &reqwest::Client, replica: &Replica, email: &str) -> String {
-    let body = json!({"email": email, "password": PASSWORD, "client": "native"});
-    let reply = post(client, replica, "/auth/login", body, None).await;
-    assert_eq!(reply.status, StatusCode::OK, "{:#}", reply.body);
+/// Ada's native sign-in through `path` (`/auth/register`: 201, `/auth/login`: 200) with
+/// `password`; the access token.
+async fn ada(client: &reqwest::Client, replica: &Replica, path: &str, password: &str) -> String {
+    let body = json!({"email": "ada@example.com", "password": password, "client": "native"});
+    let reply = post(client, replica, path, body, None).await;
+    let expected = if path == "/auth/register" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    assert_eq!(reply.status, expected, "{:#}", reply.body);
     reply.str("access_token")
 }
 
-async fn register(client: &reqwest::Client, replica: &Replica, email: &str) -> String {
-    let body = json!({"email": email, "password": PASSWORD, "client": "native"});
-    let reply = post(client, replica, "/auth/register", body, None).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{:#}", reply.body);
-    reply.str("access_token")
+/// Two replicas on this database (and Redis), both subscribed, with three sessions of Ada's
+/// opened through the first and cached on the second.
+async fn replicas_with_cached_sessions(
+    database_url: &str,
+    redis_url: Option<&str>,
+) -> (Replica, Replica, reqwest::Client, [String; 3]) {
+    let (a, b) = tokio::join!(
+        start_replica(database_url, redis_url, OPEN_LIMITS),
+        start_replica(database_url, redis_url, OPEN_LIMITS)
+    );
+    let client = reqwest::Client::new();
+    wait_subscribed(&client, &a, true).await;
+    wait_subscribed(&client, &b, true).await;
+    let sessions = [
+        ada(&client, &a, "/auth/register", PASSWORD).await,
+        ada(&client, &a, "/auth/login", PASSWORD).await,
+        ada(&client, &a, "/auth/login", PASSWORD).await,
+    ];
+    for token in &sessions {
+        cached_on(&client, &b, token).await;
+    }
+    (a, b, client, sessions)
 }
 
 /// The value of a metric without labels on a replica's `/metrics` (0 when absent).
 async fn metric(client: &reqwest::Client, replica: &Replica, name: &str) -> f64 {
-    let text = client
-        .get(format!("{}/metrics", replica.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
+    crate::support::app::metric(client, &replica.base, name).await
 }
 
 /// Waits until `replica`'s subscription is `up` (or not).
@@ -108,19 +119,7 @@ async fn postgres_notifications_reach_every_replica_before_the_revoking_request_
     let Some(db) = TestDatabase::create(Backend::Postgres).await else {
         return;
     };
-    let (a, b) = tokio::join!(
-        start_replica(&db.url, None, OPEN_LIMITS),
-        start_replica(&db.url, None, OPEN_LIMITS)
-    );
-    let client = reqwest::Client::new();
-    wait_subscribed(&client, &a, true).await;
-    wait_subscribed(&client, &b, true).await;
-    let first = register(&client, &a, "ada@example.com").await;
-    let second = login(&client, &a, "ada@example.com").await;
-    let third = login(&client, &a, "ada@example.com").await;
-    for token in [&first, &second, &third] {
-        cached_on(&client, &b, token).await;
-    }
+    let (a, b, client, [first, second, third]) = replicas_with_cached_sessions(&db.url, None).await;
 
     // One session: logout through A, refused by B (which had it cached) at once.
     logout(&client, &a, &first).await;
@@ -155,7 +154,7 @@ async fn postgres_notifications_reach_every_replica_before_the_revoking_request_
     refused_soon(&client, &b, &third).await;
 
     // A revocation written by hand in the database (an operator's SQL) reaches B too.
-    let fourth = login_with(&client, &a, "another long passphrase 42").await;
+    let fourth = ada(&client, &a, "/auth/login", "another long passphrase 42").await;
     cached_on(&client, &b, &fourth).await;
     let mut admin = PgConnection::connect(&db.url).await.unwrap();
     sqlx::query("UPDATE sessions SET revoked_at = now() WHERE revoked_at IS NULL")
@@ -170,13 +169,6 @@ async fn postgres_notifications_reach_every_replica_before_the_revoking_request_
     }
     drop((a, b));
     db.drop_database().await;
-}
-
-async fn login_with(client: &reqwest::Client, replica: &Replica, password: &str) -> String {
-    let body = json!({"email": "ada@example.com", "password": password, "client": "native"});
-    let reply = post(client, replica, "/auth/login", body, None).await;
-    assert_eq!(reply.status, StatusCode::OK, "{:#}", reply.body);
-    reply.str("access_token")
 }
 
 /// The admin URL's connection, for what a test database's own connections cannot do.
@@ -201,8 +193,8 @@ async fn a_cut_postgres_subscription_empties_the_cache_until_it_is_back() {
     );
     let client = reqwest::Client::new();
     wait_subscribed(&client, &b, true).await;
-    let token = register(&client, &a, "ada@example.com").await;
-    let spare = login(&client, &a, "ada@example.com").await;
+    let token = ada(&client, &a, "/auth/register", PASSWORD).await;
+    let spare = ada(&client, &a, "/auth/login", PASSWORD).await;
     cached_on(&client, &b, &token).await;
     cached_on(&client, &b, &spare).await;
 
@@ -263,19 +255,8 @@ async fn redis_notifications_and_a_redis_outage() {
         return;
     };
     let redis_url = redis.url();
-    let (a, b) = tokio::join!(
-        start_replica(&db.url, Some(&redis_url), OPEN_LIMITS),
-        start_replica(&db.url, Some(&redis_url), OPEN_LIMITS)
-    );
-    let client = reqwest::Client::new();
-    wait_subscribed(&client, &a, true).await;
-    wait_subscribed(&client, &b, true).await;
-    let first = register(&client, &a, "ada@example.com").await;
-    let second = login(&client, &a, "ada@example.com").await;
-    let third = login(&client, &a, "ada@example.com").await;
-    for token in [&first, &second, &third] {
-        cached_on(&client, &b, token).await;
-    }
+    let (a, b, client, [first, second, third]) =
+        replicas_with_cached_sessions(&db.url, Some(&redis_url)).await;
     logout(&client, &a, &first).await;
     refused_soon(&client, &b, &first).await;
 

@@ -195,6 +195,29 @@ impl Drop for TestApp {
     }
 }
 
+/// The value of the first sample in Prometheus text whose line starts with `prefix` (name
+/// and labels).
+pub fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// The value of the unlabelled metric `name` on the server at `base` (0 when absent).
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics fetched")
+        .text()
+        .await
+        .expect("metrics read");
+    sample(&text, &format!("{name} ")).unwrap_or(0.0)
+}
+
 pub async fn read(response: reqwest::Response) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
