@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, MigrateMode, SigningConfig};
 use crate::domain::{
-    AccountMail, Accounts, FactorSealing, FactorSettings, InstallationKeys, KeySource, Lifetimes,
-    PasswordHashing, PasswordPolicy, RELOAD_EVERY, ServiceSecret, Sessions, SigningKeys,
+    AccountMail, Accounts, Admin, FactorSealing, FactorSettings, InstallationKeys, KeySource,
+    Lifetimes, PasswordHashing, PasswordPolicy, RELOAD_EVERY, ServiceSecret, Sessions, SigningKeys,
 };
 use crate::http::{self, ApiError};
 use crate::limits::RateLimits;
@@ -31,6 +31,7 @@ pub struct Services {
     pub sessions: Sessions,
     /// Set when `SERVAUTH_INTERNAL_SECRET` is (the internal routes exist only then).
     pub service_secret: Option<ServiceSecret>,
+    pub admin: Admin,
 }
 
 /// What every handler can reach. `services` is set once the database has been migrated and
@@ -275,7 +276,12 @@ async fn initialize(
     let installation = InstallationKeys::load(store, clock.now())
         .await
         .context("loading the installation secret")?;
-    spawn_pruning(Arc::downgrade(store), clock.clone(), lifetimes);
+    spawn_pruning(
+        Arc::downgrade(store),
+        clock.clone(),
+        lifetimes,
+        config.audit_retention,
+    );
     let mail = AccountMail {
         mailer: Mailer::start(config)?,
         templates: Templates::new(config.app_url.clone()),
@@ -296,6 +302,7 @@ async fn initialize(
     let service_secret = config.internal_secret.as_ref().map(ServiceSecret::new);
     Ok(Services {
         config: config.clone(),
+        admin: Admin::new(store.clone(), accounts.clone(), clock.clone()),
         accounts,
         sessions,
         service_secret,
@@ -385,12 +392,17 @@ const PRUNE_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// Prunes the store every [`PRUNE_EVERY`] (see [`Store::prune`]); stops when the server is
 /// gone. Replicas may prune at the same time: each statement deletes what is still there.
-fn spawn_pruning(store: std::sync::Weak<dyn Store>, clock: Arc<dyn Clock>, lifetimes: Lifetimes) {
+fn spawn_pruning(
+    store: std::sync::Weak<dyn Store>,
+    clock: Arc<dyn Clock>,
+    lifetimes: Lifetimes,
+    audit_retention: chrono::Duration,
+) {
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_PRUNE_AFTER).await;
         loop {
             let Some(store) = store.upgrade() else { return };
-            prune(store.as_ref(), clock.now(), lifetimes).await;
+            prune(store.as_ref(), clock.now(), lifetimes, audit_retention).await;
             drop(store);
             tokio::time::sleep(PRUNE_EVERY).await;
         }
@@ -398,7 +410,16 @@ fn spawn_pruning(store: std::sync::Weak<dyn Store>, clock: Arc<dyn Clock>, lifet
 }
 
 /// One pruning run at `now`, logged; a failure is logged and left to the next run.
-pub async fn prune(store: &dyn Store, now: chrono::DateTime<chrono::Utc>, lifetimes: Lifetimes) {
+pub async fn prune(
+    store: &dyn Store,
+    now: chrono::DateTime<chrono::Utc>,
+    lifetimes: Lifetimes,
+    audit_retention: chrono::Duration,
+) {
+    match store.prune_audit_events(now - audit_retention).await {
+        Ok(events) => tracing::debug!(events, "pruned audit events past SERVAUTH_AUDIT_RETENTION"),
+        Err(error) => tracing::warn!(error = %error, "pruning audit events failed"),
+    }
     let pruning = Pruning {
         ended_before: now - PRUNE_RETENTION,
         now,

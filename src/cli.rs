@@ -40,6 +40,9 @@ pub enum Command {
     /// Bring accounts over from another system: `servauth import better-auth --from …`.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// The audit log: `servauth audit export`.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Ask the server on the configured listen address whether it is live (`GET /live`);
     /// exit 0 when it is. For container health checks.
     Healthcheck(Settings),
@@ -80,6 +83,25 @@ pub enum UsersCommand {
 pub struct ResetMfa {
     #[arg(long)]
     pub email: String,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write the audit events to standard output as JSON Lines, oldest first (the shape of
+    /// `GET /admin/audit`'s events).
+    Export(ExportAudit),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportAudit {
+    /// Only events from this time on (RFC 3339).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
     #[command(flatten)]
     pub settings: Settings,
 }

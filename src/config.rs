@@ -146,6 +146,10 @@ pub struct Settings {
     #[arg(long, env = "SERVAUTH_VERIFY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub verify_ttl: Duration,
 
+    /// How long audit events are kept; older ones are deleted in the background.
+    #[arg(long, env = "SERVAUTH_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub audit_retention: Duration,
+
     /// Refuse login (`403 email_not_verified`) until the address is verified.
     #[arg(long, env = "SERVAUTH_REQUIRE_VERIFIED_EMAIL", default_value_t = false,
           action = clap::ArgAction::Set)]
@@ -360,6 +364,8 @@ pub struct Config {
     pub app_url: String,
     pub reset_ttl: chrono::Duration,
     pub verify_ttl: chrono::Duration,
+    /// `SERVAUTH_AUDIT_RETENTION`.
+    pub audit_retention: chrono::Duration,
     pub require_verified_email: bool,
     /// May hold a password: never logged.
     pub redis_url: Option<SecretString>,
@@ -585,6 +591,7 @@ impl Settings {
             app_url,
             reset_ttl: to_chrono(self.reset_ttl, "SERVAUTH_RESET_TTL")?,
             verify_ttl: to_chrono(self.verify_ttl, "SERVAUTH_VERIFY_TTL")?,
+            audit_retention: to_chrono(self.audit_retention, "SERVAUTH_AUDIT_RETENTION")?,
             require_verified_email: self.require_verified_email,
             redis_url: self.redis_url,
             rate_limit: self.rate_limit,

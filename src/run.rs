@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::app::{App, connect_store};
 use crate::cli::{
-    Command, ConfigCommand, CreateUser, ImportBetterAuth, ImportCommand, KeysCommand, UsersCommand,
+    AuditCommand, Command, ConfigCommand, CreateUser, ExportAudit, ImportBetterAuth, ImportCommand,
+    KeysCommand, UsersCommand,
 };
 use crate::clock::{Clock as _, SystemClock};
 use crate::config::{Config, ConfigError, MigrateMode, Settings, SigningConfig};
@@ -45,6 +46,10 @@ pub async fn run(command: Command) -> ExitCode {
             let settings = import.settings.clone();
             (settings, Action::ImportBetterAuth(Box::new(import)))
         }
+        Command::Audit(AuditCommand::Export(export)) => {
+            let settings = export.settings.clone();
+            (settings, Action::ExportAudit(Box::new(export)))
+        }
         Command::Healthcheck(settings) => (settings, Action::Healthcheck),
     };
     let config = match Settings::validate(settings) {
@@ -70,6 +75,7 @@ pub async fn run(command: Command) -> ExitCode {
         Action::ImportUsers(file) => import_users(&config, &file).await,
         Action::ResetMfa(email) => reset_mfa(&config, &email).await,
         Action::ImportBetterAuth(import) => import_better_auth(&config, &import).await,
+        Action::ExportAudit(export) => export_audit(&config, &export).await,
         Action::Healthcheck => healthcheck(&config).await,
     };
     match result {
@@ -103,7 +109,38 @@ enum Action {
     CreateUser(Box<CreateUser>),
     ImportUsers(std::path::PathBuf),
     ResetMfa(String),
+    ExportAudit(Box<ExportAudit>),
     Healthcheck,
+}
+
+/// The audit log as JSON Lines, oldest first: read newest first in pages (the admin API's
+/// order), then written in reverse, page by page from the oldest end.
+async fn export_audit(config: &Config, export: &ExportAudit) -> anyhow::Result<()> {
+    let store = reachable_store(config).await?;
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_audit_events(&crate::store::AuditFilter {
+                since: export.since,
+                until: export.until,
+                before,
+                limit: 1000,
+                ..crate::store::AuditFilter::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        pages.push(page);
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for event in pages.iter().rev().flat_map(|page| page.iter().rev()) {
+        let line = crate::http::audit_event_json(event.clone());
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    store.close().await;
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ use chrono::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
+use super::audit::{Actor, Audit, Entry, EventType};
 use super::installation::InstallationKeys;
 use super::tokens::{opaque_token, token_hash};
 use super::{
@@ -118,6 +119,7 @@ pub struct Accounts {
     pub(super) limits: Arc<RateLimits>,
     pub(super) installation: InstallationKeys,
     pub(super) factors: super::FactorSettings,
+    pub(super) audit: Audit,
 }
 
 impl From<HashError> for AuthError {
@@ -146,6 +148,7 @@ impl Accounts {
         factors: super::FactorSettings,
     ) -> Self {
         Self {
+            audit: Audit::new(store.clone(), clock.clone()),
             factors,
             store,
             hashing,
@@ -185,7 +188,12 @@ impl Accounts {
     /// Creates an account and mails a verification link. Every broken input rule is
     /// reported at once (422); a taken email or username is `EmailTaken`/`UsernameTaken`.
     pub async fn register(&self, registration: Registration) -> Result<UserRecord, AuthError> {
-        let result = self.register_checked(registration).await;
+        let result = self.register_checked(registration, Role::User, false).await;
+        if let Ok(user) = &result {
+            self.audit
+                .record(Entry::by_user(EventType::Registered, user.id))
+                .await;
+        }
         let outcome = match &result {
             Ok(_) => "success",
             Err(AuthError::Validation(_)) => "invalid",
@@ -198,7 +206,24 @@ impl Accounts {
         result
     }
 
-    async fn register_checked(&self, registration: Registration) -> Result<UserRecord, AuthError> {
+    /// An account an admin or service creates: the registration rules, with a role and, when
+    /// `email_verified`, no verification mail.
+    pub async fn create_account(
+        &self,
+        registration: Registration,
+        role: Role,
+        email_verified: bool,
+    ) -> Result<UserRecord, AuthError> {
+        self.register_checked(registration, role, email_verified)
+            .await
+    }
+
+    async fn register_checked(
+        &self,
+        registration: Registration,
+        role: Role,
+        email_verified: bool,
+    ) -> Result<UserRecord, AuthError> {
         // A place in the hashing pool first: when it is full, 503 before any other work.
         let admission = self.hashing.admit()?;
         let mut errors = Vec::new();
@@ -269,11 +294,15 @@ impl Accounts {
         let account = NewUser {
             name,
             image,
+            role,
+            email_verified,
             ..new_account(&email, username, password_hash, self.clock.now())
         };
         let user = self.store.create_user(account).await?;
         tracing::info!(user.id = %user.id, "account registered");
-        self.send_verification(&user).await?;
+        if !user.email_verified {
+            self.send_verification(&user).await?;
+        }
         Ok(user)
     }
 
@@ -347,6 +376,13 @@ impl Accounts {
                 device = device.is_some(),
                 "login refused: too many failed logins lately"
             );
+            let user = credentials.as_ref().map(|found| found.user.id);
+            self.audit
+                .record(
+                    Entry::by(Actor::Anonymous, EventType::SignInFailed, user)
+                        .with("reason", "throttled"),
+                )
+                .await;
             return Err(AuthError::RateLimited(reserved));
         }
         let (user, stored) = credentials
@@ -354,6 +390,7 @@ impl Accounts {
             .unzip();
         let password = Password::for_verification(password.expose_secret());
         let verified = admission.verify(password.clone(), stored.clone()).await?;
+        let known = user.as_ref().map(|user| user.id);
         match (user, stored) {
             (Some(user), Some(mut password_hash)) if verified.matches => {
                 self.limits
@@ -369,6 +406,12 @@ impl Accounts {
                 }
                 if self.require_verified_email && !user.email_verified {
                     tracing::info!(user.id = %user.id, "login refused: email not verified");
+                    self.audit
+                        .record(
+                            Entry::by_user(EventType::SignInFailed, user.id)
+                                .with("reason", "email_not_verified"),
+                        )
+                        .await;
                     return Err(AuthError::EmailNotVerified);
                 }
                 tracing::info!(user.id = %user.id, client_ip, "login succeeded");
@@ -385,6 +428,18 @@ impl Accounts {
                     device = device.is_some(),
                     "login failed: invalid credentials"
                 );
+                // Told apart here only: outsiders get one answer either way.
+                let reason = if known.is_some() {
+                    "wrong_password"
+                } else {
+                    "unknown_email"
+                };
+                self.audit
+                    .record(
+                        Entry::by(Actor::Anonymous, EventType::SignInFailed, known)
+                            .with("reason", reason),
+                    )
+                    .await;
                 Err(AuthError::InvalidCredentials)
             }
         }
@@ -579,6 +634,11 @@ impl Accounts {
             .clear_failures(FailureSubject::Account(&Email::key_of(&user.email)))
             .await;
         tracing::info!(user.id = %user.id, "password changed; other sessions revoked");
+        self.audit
+            .record(
+                Entry::by_user(EventType::PasswordChanged, user.id).session(caller.session_id()),
+            )
+            .await;
         self.mail
             .mailer
             .send(self.mail.templates.password_changed(&user.email));
@@ -597,6 +657,9 @@ impl Accounts {
         self.require_second_factor_if_enrolled(caller).await?;
         self.store.delete_user(caller.user.id).await?;
         tracing::info!(user.id = %caller.user.id, "account deleted");
+        self.audit
+            .record(Entry::by_user(EventType::Deleted, caller.user.id))
+            .await;
         Ok(())
     }
 

@@ -104,6 +104,15 @@ pub enum AuthError {
     /// Passkeys are not configured (the relying party settings did not make a valid one).
     #[error("passkeys unavailable")]
     PasskeysUnavailable,
+    /// A sign-in of a banned user (after its password or passkey checked out): `403`.
+    #[error("account banned")]
+    AccountBanned,
+    /// An authenticated caller without the rights the route needs (a non-admin on `/admin`).
+    #[error("forbidden")]
+    Forbidden,
+    /// An admin change that would leave no admin who can sign in.
+    #[error("last admin")]
+    LastAdmin,
     /// Anything unexpected; its text is logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
+use super::audit::{Entry, EventType};
 use super::tokens::{opaque_token, token_hash};
 use super::{Accounts, AuthError, Caller, ClientKind, Email, FieldError, KeyEncryptionKey};
 use crate::limits::FailureSubject;
@@ -476,6 +477,9 @@ impl Accounts {
             .await;
         self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, "TOTP enabled");
+        self.audit
+            .record(Entry::by_user(EventType::FactorAdded, user.id).with("kind", "totp"))
+            .await;
         self.mail.mailer.send(
             self.mail
                 .templates
@@ -514,6 +518,9 @@ impl Accounts {
         self.store.delete_factor(user.id, totp.id).await?;
         self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, "TOTP disabled");
+        self.audit
+            .record(Entry::by_user(EventType::FactorRemoved, user.id).with("kind", "totp"))
+            .await;
         self.mail.mailer.send(
             self.mail
                 .templates
@@ -543,6 +550,9 @@ impl Accounts {
             .await?;
         self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, "recovery codes regenerated");
+        self.audit
+            .record(Entry::by_user(EventType::FactorAdded, user.id).with("kind", "recovery_codes"))
+            .await;
         Ok(codes)
     }
 
@@ -719,9 +729,24 @@ impl Accounts {
             Some(device) => FailureSubject::Device(device),
             None => FailureSubject::Account(&key),
         };
-        let method = self
+        let method = match self
             .check_second_factor_with(&user, &factors, &proof, subject, state.webauthn.as_ref())
-            .await?;
+            .await
+        {
+            Ok(method) => method,
+            Err(error) => {
+                if matches!(error, AuthError::InvalidCode | AuthError::WebauthnFailed) {
+                    self.audit
+                        .record(
+                            Entry::by_user(EventType::SignInFailed, user.id)
+                                .with("reason", "second_factor_failed")
+                                .with("purpose", purpose),
+                        )
+                        .await;
+                }
+                return Err(error);
+            }
+        };
         if !self.store.consume_challenge(&hash, now).await? {
             return Err(AuthError::InvalidMfaToken);
         }
@@ -729,6 +754,13 @@ impl Accounts {
         amr.push(method.to_owned());
         amr.push(AMR_MFA.to_owned());
         tracing::info!(user.id = %user.id, method, "second factor accepted");
+        self.audit
+            .record(
+                Entry::by_user(EventType::FactorUsed, user.id)
+                    .with("method", method)
+                    .with("purpose", purpose),
+            )
+            .await;
         Ok(CompletedChallenge {
             user,
             password_hash: challenge.password_hash,

@@ -3,6 +3,8 @@
 //! cases ([`Accounts`], [`Sessions`]). Errors leave as [`AuthError`].
 
 mod accounts;
+mod admin;
+pub mod audit;
 mod email;
 mod error;
 mod hashing;
@@ -21,6 +23,9 @@ mod username;
 
 pub use accounts::{
     AccountMail, Accounts, LoginAttempt, PasswordLogin, ProfileUpdate, Registration, new_account,
+};
+pub use admin::{
+    Admin, AuditQuery, BanRequest, DEFAULT_PAGE, MAX_PAGE, NewAccount, Page, UserQuery,
 };
 pub use email::Email;
 pub use error::{AuthError, FieldError};

@@ -13,6 +13,7 @@ use webauthn_rs::prelude::{
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, WebauthnError,
 };
 
+use super::audit::{Entry, EventType};
 use super::mfa::{
     AMR_HWK, AMR_MFA, AMR_SWK, ChallengeState, MFA_CHALLENGE_TTL, from_starting_address,
 };
@@ -290,6 +291,13 @@ impl Accounts {
         }
         self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, factor.id = %factor.id, "passkey registered");
+        self.audit
+            .record(
+                Entry::by_user(EventType::FactorAdded, user.id)
+                    .with("kind", "passkey")
+                    .with("factor_id", factor.id.to_string()),
+            )
+            .await;
         self.mail
             .mailer
             .send(self.mail.templates.factor_added(&user.email, "a passkey"));
@@ -337,6 +345,13 @@ impl Accounts {
         }
         self.factors_changed(user.id);
         tracing::info!(user.id = %user.id, factor.id = %id, "passkey deleted");
+        self.audit
+            .record(
+                Entry::by_user(EventType::FactorRemoved, user.id)
+                    .with("kind", "passkey")
+                    .with("factor_id", id.to_string()),
+            )
+            .await;
         self.mail
             .mailer
             .send(self.mail.templates.factor_removed(&user.email, "a passkey"));
@@ -409,6 +424,13 @@ impl Accounts {
             return Err(AuthError::EmailNotVerified);
         }
         tracing::info!(user.id = %user.id, "signed in with a passkey");
+        self.audit
+            .record(
+                Entry::by_user(EventType::FactorUsed, user.id)
+                    .with("method", passkey_amr(&result))
+                    .with("purpose", "passkey_sign_in"),
+            )
+            .await;
         Ok(PasskeyLogin {
             user,
             amr: vec![

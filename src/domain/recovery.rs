@@ -3,6 +3,7 @@
 use secrecy::SecretString;
 use uuid::Uuid;
 
+use super::audit::{Actor, Entry, EventType};
 use super::tokens::token_hash;
 use super::{Accounts, AuthError, Caller, Email, FieldError};
 use crate::limits::FailureSubject;
@@ -93,6 +94,13 @@ impl Accounts {
             .clear_failures(FailureSubject::Account(&Email::key_of(&user.email)))
             .await;
         tracing::info!(user.id = %user.id, "password reset; every session revoked");
+        self.audit
+            .record(Entry::by(
+                Actor::Anonymous,
+                EventType::PasswordReset,
+                Some(user.id),
+            ))
+            .await;
         self.mail
             .mailer
             .send(self.mail.templates.password_changed(&user.email));
@@ -129,6 +137,13 @@ impl Accounts {
         {
             EmailConfirmation::Verified { user } => {
                 tracing::info!(user.id = %user.id, "email verified");
+                self.audit
+                    .record(Entry::by(
+                        Actor::Anonymous,
+                        EventType::EmailVerified,
+                        Some(user.id),
+                    ))
+                    .await;
                 Ok(())
             }
             EmailConfirmation::Changed {
@@ -136,6 +151,13 @@ impl Accounts {
                 previous_email,
             } => {
                 tracing::info!(user.id = %user.id, "email changed; other sessions revoked");
+                self.audit
+                    .record(Entry::by(
+                        Actor::Anonymous,
+                        EventType::EmailChanged,
+                        Some(user.id),
+                    ))
+                    .await;
                 self.mail.mailer.send(
                     self.mail
                         .templates

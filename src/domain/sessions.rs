@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
+use super::audit::{Actor, Audit, Entry, EventType};
 use super::tokens::{TokenError, opaque_token, successor, token_hash};
 use super::{AccessClaims, AccessTokens, AuthError, SigningKeys};
 use crate::clock::Clock;
@@ -89,6 +90,7 @@ pub struct Sessions {
     lifetimes: Lifetimes,
     /// `SERVAUTH_REQUIRE_VERIFIED_EMAIL`: sessions of unverified users are not usable.
     require_verified_email: bool,
+    audit: Audit,
 }
 
 /// How many successors a grace replay follows (a chain longer than this within the grace
@@ -183,12 +185,37 @@ impl Sessions {
         require_verified_email: bool,
     ) -> Self {
         Self {
+            audit: Audit::new(store.clone(), clock.clone()),
             store,
             keys,
             clock,
             lifetimes,
             require_verified_email,
         }
+    }
+
+    /// A banned user opens no session, whichever way they proved who they are. (The store
+    /// checks again as it inserts, so a ban racing with the sign-in cannot be missed.)
+    async fn refuse_banned(&self, user: &UserRecord, now: DateTime<Utc>) -> Result<(), AuthError> {
+        if user.is_banned(now) {
+            tracing::info!(user.id = %user.id, "sign-in refused: the account is banned");
+            self.audit
+                .record(Entry::by_user(EventType::SignInFailed, user.id).with("reason", "banned"))
+                .await;
+            return Err(AuthError::AccountBanned);
+        }
+        Ok(())
+    }
+
+    async fn record_sign_in(&self, user: &UserRecord, session: &SessionRecord, face: &str) {
+        self.audit
+            .record(
+                Entry::by_user(EventType::SignedIn, user.id)
+                    .session(session.id)
+                    .with("amr", session.amr.join(" "))
+                    .with("face", face),
+            )
+            .await;
     }
 
     /// The keys that sign and verify access tokens now.
@@ -222,6 +249,7 @@ impl Sessions {
         amr: &[String],
     ) -> Result<IssuedSession, AuthError> {
         let now = self.clock.now();
+        self.refuse_banned(user, now).await?;
         let expires_at = now + self.lifetimes.session;
         let refresh_expires_at = (now + self.lifetimes.refresh).min(expires_at);
         let refresh_token = opaque_token();
@@ -248,6 +276,7 @@ impl Sessions {
                 AuthError::InvalidCredentials
             })?;
         let session = self.authenticated_as(session, amr, now).await?;
+        self.record_sign_in(user, &session, "rest").await;
         self.issue(user, &session, now, refresh_token, csrf_token)
     }
 
@@ -309,6 +338,7 @@ impl Sessions {
         meta: ClientMeta,
     ) -> Result<OpenedTokenSession, AuthError> {
         let now = self.clock.now();
+        self.refuse_banned(user, now).await?;
         let lifetime = if remember {
             better_auth_lifetimes::EXPIRES_IN
         } else {
@@ -335,6 +365,7 @@ impl Sessions {
                 tracing::info!(user.id = %user.id, "sign-in refused: the password changed meanwhile");
                 AuthError::InvalidCredentials
             })?;
+        self.record_sign_in(user, &session, "better_auth").await;
         Ok(OpenedTokenSession { token, session })
     }
 
@@ -395,6 +426,9 @@ impl Sessions {
             .await?;
         if revoked {
             tracing::info!(user.id = %user_id, "session revoked by its token");
+            self.audit
+                .record(Entry::by_user(EventType::SignedOut, user_id).with("face", "better_auth"))
+                .await;
         }
         Ok(revoked)
     }
@@ -411,6 +445,13 @@ impl Sessions {
             .revoke_user_sessions(caller.user.id, keep, self.clock.now())
             .await?;
         tracing::info!(user.id = %caller.user.id, revoked, "sessions revoked");
+        self.audit
+            .record(
+                Entry::by_user(EventType::SessionsRevoked, caller.user.id)
+                    .with("sessions", revoked)
+                    .with("kept_current", keep.is_some()),
+            )
+            .await;
         Ok(revoked)
     }
 
@@ -485,6 +526,20 @@ impl Sessions {
                         session.id = %session_id,
                         "refresh token reuse detected: session revoked"
                     );
+                    // Rare, so the owner is looked up for the log (the token's row stays).
+                    let user = self
+                        .store
+                        .find_refresh_token(&token_hash(token))
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|record| record.session.user_id);
+                    self.audit
+                        .record(
+                            Entry::by(Actor::Anonymous, EventType::RefreshReuseDetected, user)
+                                .session(session_id),
+                        )
+                        .await;
                     return Err(AuthError::RefreshTokenReused);
                 }
                 RotationOutcome::Invalid => return Err(AuthError::InvalidToken),
@@ -558,14 +613,27 @@ impl Sessions {
             return Err(AuthError::InvalidToken);
         }
         tracing::info!(session.id = %session.id, "logged out");
+        self.audit
+            .record(Entry::by_user(EventType::SignedOut, session.user_id).session(session.id))
+            .await;
         Ok(())
     }
 
     /// Ends the caller's own session (logout by bearer token).
     pub async fn logout(&self, caller: &Caller) -> Result<(), AuthError> {
-        self.revoke(caller, caller.session_id())
-            .await
-            .map_err(|_| AuthError::InvalidToken)
+        let session_id = caller.session_id();
+        if !self
+            .store
+            .revoke_session(caller.user.id, session_id, self.clock.now())
+            .await?
+        {
+            return Err(AuthError::InvalidToken);
+        }
+        tracing::info!(session.id = %session_id, "logged out");
+        self.audit
+            .record(Entry::by_user(EventType::SignedOut, caller.user.id).session(session_id))
+            .await;
+        Ok(())
     }
 
     /// The caller's live sessions, newest first.
@@ -585,6 +653,13 @@ impl Sessions {
             .await?
         {
             tracing::info!(session.id = %session_id, "session revoked");
+            self.audit
+                .record(
+                    Entry::by_user(EventType::SessionRevoked, caller.user.id)
+                        .session(session_id)
+                        .with("current", session_id == caller.session_id()),
+                )
+                .await;
             Ok(())
         } else {
             Err(AuthError::NotFound)
@@ -600,6 +675,12 @@ impl Sessions {
             .revoke_user_sessions(caller.user.id, None, now)
             .await?;
         tracing::info!(user.id = %caller.user.id, revoked, "all sessions revoked");
+        self.audit
+            .record(
+                Entry::by_user(EventType::SessionsRevoked, caller.user.id)
+                    .with("sessions", revoked),
+            )
+            .await;
         Ok(revoked)
     }
 

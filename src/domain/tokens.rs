@@ -462,6 +462,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             better_auth_id: None,
+            ban: None,
         };
         let session = SessionRecord {
             id: Uuid::now_v7(),

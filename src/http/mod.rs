@@ -26,6 +26,7 @@ use utoipa_axum::routes;
 
 pub use extract::{ApiJson, BODY_LIMIT, Bearer};
 pub use problem::ApiError;
+pub use routes::admin::audit_event_json;
 
 use crate::app::AppState;
 use crate::config::Config;
@@ -38,7 +39,9 @@ use routes::docs::ApiReference;
 /// preflights, a body that did not arrive in time is answered 408, and a panic anywhere
 /// inside becomes a 500 problem rather than a dropped connection.
 pub fn router(state: AppState) -> Router {
-    use routes::{auth, docs, email, health, internal, me, mfa, passkeys, password, sessions};
+    use routes::{
+        admin, auth, docs, email, health, internal, me, mfa, passkeys, password, sessions,
+    };
     let (mut router, mut api) = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(auth::create_account))
         .routes(routes!(auth::create_session))
@@ -73,6 +76,21 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(passkeys::rename_passkey, passkeys::delete_passkey))
         .routes(routes!(passkeys::start_passkey_login))
         .routes(routes!(passkeys::finish_passkey_login))
+        .routes(routes!(admin::list_users, admin::create_user))
+        .routes(routes!(
+            admin::show_user,
+            admin::update_user,
+            admin::delete_user
+        ))
+        .routes(routes!(admin::ban_user))
+        .routes(routes!(admin::unban_user))
+        .routes(routes!(
+            admin::list_user_sessions,
+            admin::revoke_user_sessions
+        ))
+        .routes(routes!(admin::revoke_user_session))
+        .routes(routes!(admin::send_password_reset))
+        .routes(routes!(admin::list_audit_events))
         .routes(routes!(health::get_jwks))
         .routes(routes!(health::get_health))
         .routes(routes!(health::get_liveness))

@@ -126,6 +126,11 @@ fn tags() -> Vec<Tag> {
             "For other services, authenticated by `X-Service-Auth`. These routes are mounted \
              only when `SERVAUTH_INTERNAL_SECRET` is set; without it they answer `404`.",
         ),
+        (
+            "admin",
+            "Looking after users and reading the audit log: for an access token whose user \
+             has the `admin` role, or a service with `X-Service-Auth`.",
+        ),
         ("keys", "The public keys that verify access tokens."),
         ("health", "Probes for orchestrators and load balancers."),
         ("reference", "This document and the page that shows it."),
@@ -317,7 +322,8 @@ problem_responses! {
     /// 403 of login and the signed-in reads when verified addresses are required.
     EmailNotVerified => problem(
         "`email_not_verified`: `SERVAUTH_REQUIRE_VERIFIED_EMAIL` is set and the address is not \
-         verified yet (at login: the password was right).",
+         verified yet (at login: the password was right); `account_banned`: an admin banned \
+         the account (told only once the password, passkey or second factor was right).",
         "Problem",
     ).build();
     /// 404 of a session of the caller's.
@@ -329,6 +335,23 @@ problem_responses! {
     /// 404 of the internal user lookup.
     UserNotFound => problem(
         "`not_found`: no user has this id (or the internal routes are not enabled).",
+        "Problem",
+    ).build();
+    /// 403 of the admin routes.
+    AdminRefused => problem(
+        "`forbidden`: the access token's user is not an admin (its stored role, not a claim); \
+         `email_not_verified`: `SERVAUTH_REQUIRE_VERIFIED_EMAIL` is set and the admin's \
+         address is not verified.",
+        "Problem",
+    ).build();
+    /// 404 of the admin routes about one user.
+    AdminUserNotFound => problem(
+        "`not_found`: no user (or no session of the user) has this id.",
+        "Problem",
+    ).build();
+    /// 409 of the admin changes that could remove the last admin.
+    LastAdmin => problem(
+        "`last_admin`: the change would leave no admin who can sign in (none unbanned).",
         "Problem",
     ).build();
     /// 404 of the internal routes when they are not mounted.

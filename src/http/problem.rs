@@ -232,6 +232,24 @@ impl ApiError {
                     "This passkey ceremony is unknown, used or expired. Start again.",
                     Challenge::None,
                 ),
+                A::AccountBanned => (
+                    StatusCode::FORBIDDEN,
+                    "account_banned",
+                    "This account is banned.",
+                    Challenge::None,
+                ),
+                A::Forbidden => (
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "This needs an admin.",
+                    Challenge::None,
+                ),
+                A::LastAdmin => (
+                    StatusCode::CONFLICT,
+                    "last_admin",
+                    "This would leave no admin who can sign in.",
+                    Challenge::None,
+                ),
                 A::PasskeysUnavailable => (
                     StatusCode::NOT_FOUND,
                     "passkeys_unavailable",

@@ -62,7 +62,22 @@ pub async fn middleware(
     request.extensions_mut().insert(RequestId(id.clone()));
     let deadline =
         (!super::server::is_probe(request.uri().path())).then_some(state.config.request_timeout);
-    let work = CURRENT.scope(id.clone(), next.run(request));
+    // Where the request came from, for the audit events its work records.
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let origin = crate::domain::audit::Origin {
+        ip: super::extract::client_ip(peer, request.headers(), &state.config.trusted_proxies)
+            .map(|ip| ip.to_string()),
+        user_agent: request
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(|agent| agent.chars().take(256).collect()),
+        request_id: Some(id.clone()),
+    };
+    let work = CURRENT.scope(id.clone(), origin.scope(next.run(request)));
     let task = tokio::spawn(work.in_current_span());
     let finished = match deadline {
         Some(deadline) => tokio::time::timeout(deadline, task).await,

@@ -1,6 +1,6 @@
 //! Headers the contract puts on responses: `nosniff`, `no-referrer`, `DENY` framing on all;
-//! a `default-src 'none'` CSP on JSON; `no-store` under `/auth/`, `/api/internal/` and
-//! `/api/auth/`; HSTS
+//! a `default-src 'none'` CSP on JSON; `no-store` under `/auth/`, `/api/internal/`,
+//! `/api/auth/` and `/admin/`; HSTS
 //! when cookies are secure (i.e. the server is served over HTTPS).
 
 use axum::extract::{Request, State};
@@ -14,7 +14,8 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let path = request.uri().path();
     let sensitive = path.starts_with("/auth/")
         || path.starts_with("/api/internal/")
-        || path.starts_with("/api/auth/");
+        || path.starts_with("/api/auth/")
+        || path.starts_with("/admin/");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(

@@ -14,11 +14,12 @@ use uuid::Uuid;
 use super::fanout::Fanout;
 use super::session_cache::Change;
 use super::{
-    BetterAuthImport, ChallengeRecord, EmailConfirmation, FactorRecord, FactorStore, ImportOutcome,
-    LiveSession, NewChallenge, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
-    OneTimeTokenRecord, PoolStatus, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Rotation,
-    RotationOutcome, SessionAuthentication, SessionRecord, SigningKeyRecord, Store, StoreResult,
-    StoredEmailKey, TokenPurpose, UserCredentials, UserRecord,
+    AdminOutcome, AdminStore, AdminUpdate, AuditFilter, AuditRecord, Ban, BetterAuthImport,
+    ChallengeRecord, EmailConfirmation, FactorRecord, FactorStore, ImportOutcome, LiveSession,
+    NewChallenge, NewOneTimeToken, NewSession, NewTokenSession, NewUser, OneTimeTokenRecord,
+    PoolStatus, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Rotation, RotationOutcome,
+    SessionAuthentication, SessionRecord, SigningKeyRecord, Store, StoreResult, StoredEmailKey,
+    TokenPurpose, UserCredentials, UserFilter, UserRecord,
 };
 
 /// A backend with the session cache in front (see the module documentation).
@@ -570,5 +571,71 @@ impl FactorStore for CachedStore {
 
     async fn prune_challenges(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         self.inner.prune_challenges(before).await
+    }
+}
+
+/// Every admin change of a user is a change of what a token check answers (its role, its
+/// sessions, the user itself), told like any other.
+#[async_trait]
+impl AdminStore for CachedStore {
+    async fn append_audit_event(&self, event: AuditRecord) -> StoreResult<()> {
+        self.inner.append_audit_event(event).await
+    }
+
+    async fn list_audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        self.inner.list_audit_events(filter).await
+    }
+
+    async fn prune_audit_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.prune_audit_events(before).await
+    }
+
+    async fn list_users(&self, filter: &UserFilter) -> StoreResult<Vec<UserRecord>> {
+        self.inner.list_users(filter).await
+    }
+
+    async fn admin_update_user(
+        &self,
+        id: Uuid,
+        update: &AdminUpdate,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AdminOutcome<UserRecord>> {
+        let mark = self.fanout.mark();
+        let outcome = self.inner.admin_update_user(id, update, now).await?;
+        let changed = matches!(outcome, AdminOutcome::Done(_));
+        self.tell(changed, Change::User(id), mark).await;
+        Ok(outcome)
+    }
+
+    async fn ban_user(
+        &self,
+        id: Uuid,
+        ban: &Ban,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AdminOutcome<(UserRecord, u64)>> {
+        let mark = self.fanout.mark();
+        let outcome = self.inner.ban_user(id, ban, now).await?;
+        let changed = matches!(outcome, AdminOutcome::Done(_));
+        self.tell(changed, Change::User(id), mark).await;
+        Ok(outcome)
+    }
+
+    async fn unban_user(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<UserRecord>> {
+        let mark = self.fanout.mark();
+        let user = self.inner.unban_user(id, now).await?;
+        self.tell(user.is_some(), Change::User(id), mark).await;
+        Ok(user)
+    }
+
+    async fn delete_user_unless_last_admin(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AdminOutcome<()>> {
+        let mark = self.fanout.mark();
+        let outcome = self.inner.delete_user_unless_last_admin(id, now).await?;
+        let changed = matches!(outcome, AdminOutcome::Done(()));
+        self.tell(changed, Change::User(id), mark).await;
+        Ok(outcome)
     }
 }

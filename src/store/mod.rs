@@ -6,6 +6,7 @@
 //! first signing key) is one method, so each backend can use its own locking for it.
 //! Times always come from the caller (the injected clock), never from the database's `now()`.
 
+mod admin;
 mod batch;
 mod cached;
 pub(crate) mod factors;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use admin::{AdminOutcome, AdminStore, AdminUpdate, AuditFilter, AuditRecord, Ban, UserFilter};
 pub use cached::CachedStore;
 pub use factors::{
     ChallengeRecord, FactorKind, FactorRecord, FactorStore, NewChallenge, SessionAuthentication,
@@ -113,6 +115,16 @@ pub struct UserRecord {
     /// The user's id in the Better Auth database it was imported from
     /// (`servauth import better-auth`); the Better Auth face shows it as the user's `id`.
     pub better_auth_id: Option<String>,
+    /// The user's ban, if one was set and not lifted (it may have expired: see
+    /// [`Ban::in_force`]).
+    pub ban: Option<Ban>,
+}
+
+impl UserRecord {
+    /// Whether a ban holds at `now`.
+    pub fn is_banned(&self, now: DateTime<Utc>) -> bool {
+        self.ban.as_ref().is_some_and(|ban| ban.in_force(now))
+    }
 }
 
 /// A live session's user, as a token check finds it, and when the session ends.
@@ -280,6 +292,10 @@ pub struct Rotation {
 
 /// How a [`Store::rotate_refresh_token`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "`Rotated` is the common outcome: boxing it would allocate on every refresh"
+)]
 pub enum RotationOutcome {
     /// The token was live and is now rotated; the successor (with its CSRF hash) is
     /// installed and the session's `last_used_at` is `now`. With the session's user, read in
@@ -473,7 +489,7 @@ pub(crate) const IMPORT_TOKEN_TAKEN: &str = "its token belongs to another user's
 
 /// The persistence the services need. Implemented by [`SqliteStore`] and [`PostgresStore`].
 #[async_trait]
-pub trait Store: FactorStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: FactorStore + AdminStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is, for logs and `/ready`.
     fn backend(&self) -> &'static str;
 

@@ -71,7 +71,7 @@ const SIGNING_KEY_LOCK: i64 = 0x7365_7276_6175_7468;
 macro_rules! user_columns {
     () => {
         "id, email, username, name, image, email_verified, role, pending_email, created_at, \
-         updated_at, better_auth_id"
+         updated_at, better_auth_id, banned_at, ban_reason, ban_expires_at"
     };
 }
 
@@ -234,7 +234,8 @@ async fn find_token_sessions(
         "SELECT k.position, s.id AS s_id, s.user_id, s.user_agent, s.ip, \
          s.created_at AS s_created_at, s.last_used_at, s.expires_at, s.revoked_at, s.remember, s.auth_time, s.amr, \
          u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
-         u.pending_email, u.created_at, u.updated_at, u.better_auth_id \
+         u.pending_email, u.created_at, u.updated_at, u.better_auth_id, \
+             u.banned_at, u.ban_reason, u.ban_expires_at \
          FROM unnest($1::bytea[], $2::timestamptz[]) WITH ORDINALITY AS k(token_hash, now, position) \
          JOIN sessions s ON s.token_hash = k.token_hash AND s.revoked_at IS NULL \
               AND s.expires_at > k.now \
@@ -291,6 +292,14 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         better_auth_id: row.try_get("better_auth_id")?,
+        ban: match row.try_get::<Option<DateTime<Utc>>, _>("banned_at")? {
+            Some(at) => Some(super::Ban {
+                at,
+                reason: row.try_get("ban_reason")?,
+                expires_at: row.try_get("ban_expires_at")?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -737,7 +746,8 @@ impl Store for PostgresStore {
         let row = sqlx::query(concat!(
             "WITH checked AS (\
                  SELECT id FROM users \
-                 WHERE id = $2 AND ($7::text IS NULL OR password_hash = $7) FOR SHARE\
+                 WHERE id = $2 AND ($7::text IS NULL OR password_hash = $7) \
+                 AND (banned_at IS NULL OR ban_expires_at <= $5) FOR SHARE\
              ), created AS (\
                  INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
                  expires_at, revoked_at) \
@@ -783,7 +793,8 @@ impl Store for PostgresStore {
         let row = sqlx::query(concat!(
             "WITH checked AS (\
                  SELECT id FROM users \
-                 WHERE id = $2 AND ($7::text IS NULL OR password_hash = $7) FOR SHARE\
+                 WHERE id = $2 AND ($7::text IS NULL OR password_hash = $7) \
+                 AND (banned_at IS NULL OR ban_expires_at <= $5) FOR SHARE\
              ) INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
              expires_at, revoked_at, token_hash, remember) \
              SELECT $1, id, $3, $4, $5, $5, $6, NULL, $8, $9 FROM checked RETURNING ",
@@ -900,7 +911,8 @@ impl Store for PostgresStore {
             ") SELECT t.id AS s_id, t.user_id, t.user_agent, t.ip, t.created_at AS s_created_at, \
              t.last_used_at, t.expires_at, t.revoked_at, t.remember, t.auth_time, t.amr, \
              u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
-             u.pending_email, u.created_at, u.updated_at, u.better_auth_id \
+             u.pending_email, u.created_at, u.updated_at, u.better_auth_id, \
+             u.banned_at, u.ban_reason, u.ban_expires_at \
              FROM touched t JOIN users u ON u.id = t.user_id"
         ))
         .bind(now)
@@ -1645,4 +1657,18 @@ super::factors::impl_factor_store!(
     get_opt_id = opt_uuid_at,
     at = same_time,
     begin = begin_write,
+);
+
+super::admin::impl_admin_store!(
+    PostgresStore,
+    PgRow,
+    sqlx::Postgres,
+    read = pool,
+    sql = factor_sql,
+    id = bind_id,
+    get_id = uuid_at,
+    get_opt_id = opt_uuid_at,
+    at = same_time,
+    begin = begin_write,
+    lock = " FOR UPDATE",
 );

@@ -440,6 +440,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             better_auth_id: None,
+            ban: None,
         }
     }
 

@@ -57,7 +57,7 @@ const READER_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 macro_rules! user_columns {
     () => {
         "id, email, username, name, image, email_verified, role, pending_email, created_at, \
-         updated_at, better_auth_id"
+         updated_at, better_auth_id, banned_at, ban_reason, ban_expires_at"
     };
 }
 
@@ -424,6 +424,14 @@ fn user_from_row(row: &SqliteRow) -> Result<UserRecord, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         better_auth_id: row.try_get("better_auth_id")?,
+        ban: match row.try_get::<Option<DateTime<Utc>>, _>("banned_at")? {
+            Some(at) => Some(super::Ban {
+                at,
+                reason: row.try_get("ban_reason")?,
+                expires_at: row.try_get("ban_expires_at")?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -846,7 +854,8 @@ impl Store for SqliteStore {
             "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
              expires_at, revoked_at) \
              SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, NULL WHERE EXISTS (SELECT 1 FROM users \
-             WHERE id = ?2 AND (?7 IS NULL OR password_hash = ?7)) RETURNING ",
+             WHERE id = ?2 AND (?7 IS NULL OR password_hash = ?7) \
+             AND (banned_at IS NULL OR ban_expires_at <= ?5)) RETURNING ",
             session_columns!()
         ))
         .bind(session.id.hyphenated())
@@ -887,6 +896,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             "SELECT u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
              u.pending_email, u.created_at, u.updated_at, u.better_auth_id, \
+             u.banned_at, u.ban_reason, u.ban_expires_at, \
              s.expires_at AS session_expires_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.id = ?1 AND s.user_id = ?2 AND s.revoked_at IS NULL AND s.expires_at > ?3",
@@ -913,7 +923,8 @@ impl Store for SqliteStore {
             "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
              expires_at, revoked_at, token_hash, remember) \
              SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, NULL, ?8, ?9 WHERE EXISTS (SELECT 1 FROM users \
-             WHERE id = ?2 AND (?7 IS NULL OR password_hash = ?7)) RETURNING ",
+             WHERE id = ?2 AND (?7 IS NULL OR password_hash = ?7) \
+             AND (banned_at IS NULL OR ban_expires_at <= ?5)) RETURNING ",
             session_columns!()
         ))
         .bind(session.id.hyphenated())
@@ -939,7 +950,8 @@ impl Store for SqliteStore {
             "SELECT s.id AS s_id, s.user_id, s.user_agent, s.ip, s.created_at AS s_created_at, \
              s.last_used_at, s.expires_at, s.revoked_at, s.remember, s.auth_time, s.amr, \
              u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
-             u.pending_email, u.created_at, u.updated_at, u.better_auth_id \
+             u.pending_email, u.created_at, u.updated_at, u.better_auth_id, \
+             u.banned_at, u.ban_reason, u.ban_expires_at \
              FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2",
         )
@@ -1584,6 +1596,20 @@ super::factors::impl_factor_store!(
     get_opt_id = opt_uuid_at,
     at = micros,
     begin = begin_write,
+);
+
+super::admin::impl_admin_store!(
+    SqliteStore,
+    SqliteRow,
+    sqlx::Sqlite,
+    read = pool,
+    sql = factor_sql,
+    id = bind_id,
+    get_id = uuid_at,
+    get_opt_id = opt_uuid_at,
+    at = micros,
+    begin = begin_write,
+    lock = "",
 );
 
 #[cfg(test)]

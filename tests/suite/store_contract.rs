@@ -459,6 +459,7 @@ async fn create_user_then_find_it_by_id_and_email_key(backend: Backend) {
         created_at: at,
         updated_at: at,
         better_auth_id: None,
+        ban: None,
     };
 
     assert_eq!(

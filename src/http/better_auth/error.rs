@@ -191,6 +191,18 @@ pub fn auth_error(error: AuthError) -> Response {
             Some("AUTHENTICATION_FAILED"),
             "Authentication failed",
         ),
+        // The admin plugin's code and text for a banned user's sign-in.
+        AuthError::AccountBanned => body(
+            StatusCode::FORBIDDEN,
+            Some("BANNED_USER"),
+            "You have been banned from this application",
+        ),
+        AuthError::Forbidden => body(StatusCode::FORBIDDEN, Some("FORBIDDEN"), "Forbidden"),
+        AuthError::LastAdmin => body(
+            StatusCode::BAD_REQUEST,
+            Some("LAST_ADMIN"),
+            "This would leave no admin who can sign in",
+        ),
         AuthError::Internal(error) => {
             tracing::error!(error = format!("{error:#}"), "internal error");
             // Better Auth answers unhandled errors with an empty 500.

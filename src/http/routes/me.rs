@@ -98,7 +98,7 @@ pub struct DeleteMeRequest {
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an absent field (`None`, via `default`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,

@@ -12,7 +12,7 @@ use super::auth::{SessionBody, signed_in};
 use crate::app::Services;
 use crate::domain::{ClientMeta, FactorProof, FactorSummary, MfaChallenge, RECOVERY_CODE_COUNT};
 use crate::http::openapi::{
-    AccessTokenRefused, FactorConflict, InvalidJson, JsonBodyProblems, NotReady,
+    AccessTokenRefused, EmailNotVerified, FactorConflict, InvalidJson, JsonBodyProblems, NotReady,
     NotReadyOrOverloaded, PasskeyNotFound, RateLimited, SecondFactorRefused, StepUpRequired,
 };
 use crate::http::{ApiError, ApiJson, Bearer};
@@ -304,6 +304,7 @@ pub async fn regenerate_recovery_codes(
             headers(("Set-Cookie" = String, description = "Browser sign-ins: the refresh, CSRF and device cookies."))),
         (status = 400, response = InvalidJson),
         (status = 401, response = SecondFactorRefused),
+        (status = 403, response = EmailNotVerified),
         JsonBodyProblems,
         (status = 429, response = RateLimited),
         (status = 503, response = NotReady),

@@ -1,5 +1,6 @@
 //! Handlers, one file per resource, with their request and response types.
 
+pub mod admin;
 pub mod auth;
 pub mod docs;
 pub mod email;

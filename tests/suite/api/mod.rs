@@ -1,6 +1,7 @@
 //! Behaviour over real HTTP: a server per test on a random port, a fresh database each.
 
 mod accounts;
+mod admin;
 mod better_auth;
 mod browser;
 mod cli;
