@@ -288,6 +288,9 @@ pub struct Rotation {
     /// How long after its rotation a token may still be presented and get the same answer
     /// (inclusive); zero: never.
     pub grace: chrono::Duration,
+    /// The session's `last_used_at` moves to `now` only when it is older than this (zero:
+    /// always): a session refreshed every few seconds need not be written every time.
+    pub last_used_precision: chrono::Duration,
 }
 
 /// How a [`Store::rotate_refresh_token`] ended.
@@ -298,7 +301,8 @@ pub struct Rotation {
 )]
 pub enum RotationOutcome {
     /// The token was live and is now rotated; the successor (with its CSRF hash) is
-    /// installed and the session's `last_used_at` is `now`. With the session's user, read in
+    /// installed and the session's `last_used_at` is `now` (or within
+    /// [`Rotation::last_used_precision`] of it). With the session's user, read in
     /// the same transaction (the access token's claims need it).
     Rotated {
         session: SessionRecord,

@@ -892,10 +892,11 @@ impl Store for PostgresStore {
         // already), install the successor and touch the session.
         let row = sqlx::query(concat!(
             "WITH locked AS (\
-                 SELECT s.id, s.expires_at FROM refresh_tokens t \
-                 JOIN sessions s ON s.id = t.session_id \
-                 WHERE t.token_hash = $3 AND s.revoked_at IS NULL AND s.expires_at > $1 \
-                 FOR UPDATE OF s\
+                 SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE id = (SELECT session_id FROM refresh_tokens \
+                 WHERE token_hash = $3) AND revoked_at IS NULL AND expires_at > $1 \
+                 FOR UPDATE\
              ), rotated AS (\
                  UPDATE refresh_tokens SET rotated_at = $1, successor = $2 \
                  WHERE token_hash = $3 AND rotated_at IS NULL AND expires_at > $1 \
@@ -906,14 +907,16 @@ impl Store for PostgresStore {
                  FROM rotated r JOIN locked l ON l.id = r.session_id\
              ), touched AS (\
                  UPDATE sessions SET last_used_at = $1 \
-                 WHERE id IN (SELECT session_id FROM rotated) RETURNING ",
-            session_columns!(),
-            ") SELECT t.id AS s_id, t.user_id, t.user_agent, t.ip, t.created_at AS s_created_at, \
-             t.last_used_at, t.expires_at, t.revoked_at, t.remember, t.auth_time, t.amr, \
+                 WHERE id IN (SELECT session_id FROM rotated) AND last_used_at < $7 \
+                 RETURNING id, last_used_at\
+             ) SELECT l.id AS s_id, l.user_id, l.user_agent, l.ip, l.created_at AS s_created_at, \
+             COALESCE(t.last_used_at, l.last_used_at) AS last_used_at, l.expires_at, \
+             l.revoked_at, l.remember, l.auth_time, l.amr, \
              u.id, u.email, u.username, u.name, u.image, u.email_verified, u.role, \
              u.pending_email, u.created_at, u.updated_at, u.better_auth_id, \
              u.banned_at, u.ban_reason, u.ban_expires_at \
-             FROM touched t JOIN users u ON u.id = t.user_id"
+             FROM rotated r JOIN locked l ON l.id = r.session_id \
+             LEFT JOIN touched t ON t.id = l.id JOIN users u ON u.id = l.user_id"
         ))
         .bind(now)
         .bind(&rotation.sealed_successor)
@@ -921,6 +924,7 @@ impl Store for PostgresStore {
         .bind(&rotation.successor_hash)
         .bind(rotation.successor_expires_at)
         .bind(&rotation.csrf_hash)
+        .bind(now - rotation.last_used_precision)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
@@ -973,11 +977,13 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
             let row = sqlx::query(concat!(
-                "UPDATE sessions SET last_used_at = $1 WHERE id = $2 RETURNING ",
+                "UPDATE sessions SET last_used_at = CASE WHEN last_used_at < $3 THEN $1 \
+                 ELSE last_used_at END WHERE id = $2 RETURNING ",
                 session_columns!()
             ))
             .bind(now)
             .bind(session_id)
+            .bind(now - rotation.last_used_precision)
             .fetch_one(&mut *tx)
             .await?;
             let session = session_from_row(&row)?;

@@ -225,11 +225,13 @@ async fn rotate_in(tx: &mut SqliteConnection, rotation: &Rotation) -> StoreResul
     if let Some(session_id) = rotated {
         // The session first: its end caps the successor's expiry.
         let row = sqlx::query(concat!(
-            "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2 RETURNING ",
+            "UPDATE sessions SET last_used_at = CASE WHEN last_used_at < ?3 THEN ?1 \
+             ELSE last_used_at END WHERE id = ?2 RETURNING ",
             session_columns!()
         ))
         .bind(now)
         .bind(session_id)
+        .bind(micros(rotation.now - rotation.last_used_precision))
         .fetch_one(&mut *tx)
         .await?;
         let session = session_from_row(&row)?;

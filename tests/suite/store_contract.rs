@@ -23,6 +23,7 @@ use crate::support::{Backend, TestDatabase, both_backends, now};
 both_backends! {
     ping_answers_and_names_its_backend,
     rotation_caps_the_successor_at_the_sessions_end,
+    rotation_touches_the_session_at_the_precision_asked,
     create_user_then_find_it_by_id_and_email_key,
     create_user_rejects_a_taken_email_key,
     create_user_rejects_a_taken_username_key,
@@ -169,6 +170,7 @@ fn rotation(presented: &[u8], successor: &[u8], at: DateTime<Utc>) -> Rotation {
         csrf_hash: None,
         now: at,
         grace: grace(),
+        last_used_precision: TimeDelta::zero(),
     }
 }
 
@@ -1160,6 +1162,53 @@ async fn rotation_caps_the_successor_at_the_sessions_end(backend: Backend) {
             .expect("the next")
             .expires_at,
         offered
+    );
+    finish(db, store).await;
+}
+
+async fn rotation_touches_the_session_at_the_precision_asked(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = create_user(&*store, "alice@example.com", t0).await;
+    let created = create_session(&*store, &new_session(alice.id, &token(1), t0)).await;
+    let minute = TimeDelta::minutes(1);
+    // 30 s after the last use: within the precision, the session keeps its time.
+    let t1 = t0 + TimeDelta::seconds(30);
+    let RotationOutcome::Rotated { session, .. } = rotate(
+        &*store,
+        Rotation {
+            last_used_precision: minute,
+            ..rotation(&token(1), &token(2), t1)
+        },
+    )
+    .await
+    else {
+        panic!("not rotated");
+    };
+    assert_eq!(session.last_used_at, created.last_used_at);
+    assert_eq!(
+        find_token(&*store, &token(2)).await.unwrap().session,
+        session
+    );
+    // Over a minute after it: the session is touched.
+    let t2 = t0 + TimeDelta::seconds(61);
+    let RotationOutcome::Rotated { session, .. } = rotate(
+        &*store,
+        Rotation {
+            last_used_precision: minute,
+            ..rotation(&token(2), &token(3), t2)
+        },
+    )
+    .await
+    else {
+        panic!("not rotated");
+    };
+    assert_eq!(session.last_used_at, t2);
+    assert_eq!(
+        find_token(&*store, &token(3)).await.unwrap().session,
+        session
     );
     finish(db, store).await;
 }
