@@ -344,7 +344,57 @@ async fn config_check_reaches_the_database(backend: Backend) {
     assert!(text(&ok.stdout).contains("configuration ok"));
 }
 
+/// `servauth audit export`: every event as one JSON line, oldest first, in the admin API's
+/// shape; `--since` keeps the later ones.
+async fn audit_export_writes_json_lines_oldest_first(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.register("ada@example.com").await;
+    app.post(
+        "/auth/login",
+        json!({"email": "ada@example.com", "password": "not the password at all"}),
+    )
+    .await;
+    app.clock.advance(chrono::Duration::minutes(10));
+    let since = app.clock_now().to_rfc3339();
+    app.login_native("ada@example.com").await;
+
+    let all = servauth(&["audit", "export"], app.db_url(), None);
+    assert!(all.status.success(), "{}", text(&all.stderr));
+    let events: Vec<serde_json::Value> = text(&all.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "user.registered",
+            "user.signed_in",
+            "user.sign_in_failed",
+            "user.signed_in"
+        ]
+    );
+    assert_eq!(events[2]["detail"]["reason"], "wrong_password");
+    assert!(!text(&all.stdout).contains("not the password at all"));
+
+    let later = servauth(&["audit", "export", "--since", &since], app.db_url(), None);
+    assert!(later.status.success(), "{}", text(&later.stderr));
+    assert_eq!(text(&later.stdout).lines().count(), 1);
+    let bad = servauth(
+        &["audit", "export", "--since", "yesterday"],
+        app.db_url(),
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+}
+
 crate::support::both_backends!(
+    audit_export_writes_json_lines_oldest_first,
     with_a_key_encryption_key_private_keys_are_stored_sealed,
     a_sealed_key_without_its_key_stops_the_start_naming_the_setting,
     keys_encrypt_seals_plain_keys_and_reencrypts_under_a_new_key,
