@@ -283,7 +283,14 @@ async fn initialize(
         config.audit_retention,
     );
     let mail = AccountMail {
-        mailer: Mailer::start(config)?,
+        // Queued messages are sealed like second-factor secrets (the row's id is the
+        // associated data, so no sealed value opens as another).
+        mailer: Mailer::start(
+            config,
+            store.clone(),
+            FactorSealing::new(config.key_encryption_key.clone(), installation.factor_key()),
+            clock.clone(),
+        )?,
         templates: Templates::new(config.app_url.clone()),
         reset_ttl: config.reset_ttl,
         verify_ttl: config.verify_ttl,
@@ -392,6 +399,10 @@ const PRUNE_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// Prunes the store every [`PRUNE_EVERY`] (see [`Store::prune`]); stops when the server is
 /// gone. Replicas may prune at the same time: each statement deletes what is still there.
+/// How long delivered and dead messages stay in the outbox (dead ones: visible in
+/// `/admin/outbox` meanwhile).
+const OUTBOX_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
 fn spawn_pruning(
     store: std::sync::Weak<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -416,6 +427,10 @@ pub async fn prune(
     lifetimes: Lifetimes,
     audit_retention: chrono::Duration,
 ) {
+    match store.prune_outbox(now - OUTBOX_RETENTION).await {
+        Ok(messages) => tracing::debug!(messages, "pruned delivered and dead messages"),
+        Err(error) => tracing::warn!(error = %error, "pruning the outbox failed"),
+    }
     match store.prune_audit_events(now - audit_retention).await {
         Ok(events) => tracing::debug!(events, "pruned audit events past SERVAUTH_AUDIT_RETENTION"),
         Err(error) => tracing::warn!(error = %error, "pruning audit events failed"),

@@ -577,7 +577,8 @@ impl Accounts {
                 if self.may_mail_link(&owner).await {
                     self.mail
                         .mailer
-                        .send(templates.email_change_to_taken_address(&owner));
+                        .send(templates.email_change_to_taken_address(&owner))
+                        .await;
                 }
                 tracing::info!(user.id = %user.id, "email change asked for an address with an account");
             } else {
@@ -592,7 +593,8 @@ impl Accounts {
             }
             self.mail
                 .mailer
-                .send(templates.email_change_requested(&user.email, email.as_str()));
+                .send(templates.email_change_requested(&user.email, email.as_str()))
+                .await;
             tracing::info!(user.id = %user.id, "email change requested");
         }
         Ok(updated)
@@ -641,7 +643,8 @@ impl Accounts {
             .await;
         self.mail
             .mailer
-            .send(self.mail.templates.password_changed(&user.email));
+            .send(self.mail.templates.password_changed(&user.email))
+            .await;
         Ok(())
     }
 
@@ -777,8 +780,23 @@ impl Accounts {
         if !self.may_mail_link(address).await {
             return Ok(false);
         }
-        let token = self.issue_token(user_id, purpose, address, ttl).await?;
-        self.mail.mailer.send(message(&token));
+        // The token and the message carrying it are written in one transaction: a crash
+        // leaves both or neither.
+        let token = opaque_token();
+        let now = self.clock.now();
+        let mail = self.mail.mailer.prepare(&message(&token), now)?;
+        self.store
+            .issue_one_time_token(NewOneTimeToken {
+                token_hash: token_hash(&token),
+                user_id,
+                purpose,
+                email: address.to_owned(),
+                now,
+                expires_at: now + ttl,
+                mail: Some(mail),
+            })
+            .await?;
+        self.mail.mailer.queued();
         Ok(true)
     }
 
@@ -797,28 +815,5 @@ impl Accounts {
             );
         }
         decision.allowed
-    }
-
-    /// Stores a new single-use token (retiring older ones of its kind) and returns it.
-    async fn issue_token(
-        &self,
-        user_id: Uuid,
-        purpose: TokenPurpose,
-        email: &str,
-        ttl: Duration,
-    ) -> Result<String, AuthError> {
-        let token = opaque_token();
-        let now = self.clock.now();
-        self.store
-            .issue_one_time_token(NewOneTimeToken {
-                token_hash: token_hash(&token),
-                user_id,
-                purpose,
-                email: email.to_owned(),
-                now,
-                expires_at: now + ttl,
-            })
-            .await?;
-        Ok(token)
     }
 }

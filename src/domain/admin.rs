@@ -12,8 +12,8 @@ use super::audit::{Actor, Audit, Entry, EventType};
 use super::{Accounts, AuthError, Email, FieldError, Registration, parse_name};
 use crate::clock::Clock;
 use crate::store::{
-    AdminOutcome, AdminUpdate, AuditFilter, AuditRecord, Ban, Role, SessionRecord, Store,
-    UserFilter, UserRecord,
+    AdminOutcome, AdminUpdate, AuditFilter, AuditRecord, Ban, DeadMessage, OutboxCounts, Role,
+    SessionRecord, Store, UserFilter, UserRecord,
 };
 
 /// The most a page of users or events holds, and what it holds when not told.
@@ -343,6 +343,14 @@ impl Admin {
             .record(Entry::by(actor, EventType::PasswordResetSent, Some(id)))
             .await;
         Ok(())
+    }
+
+    /// The outbox's counts and its newest dead messages.
+    pub async fn outbox(&self) -> Result<(OutboxCounts, Vec<DeadMessage>), AuthError> {
+        Ok((
+            self.store.outbox_counts().await?,
+            self.store.dead_messages(50).await?,
+        ))
     }
 
     /// Audit events matching the query, newest first.

@@ -480,11 +480,14 @@ impl Accounts {
         self.audit
             .record(Entry::by_user(EventType::FactorAdded, user.id).with("kind", "totp"))
             .await;
-        self.mail.mailer.send(
-            self.mail
-                .templates
-                .factor_added(&user.email, "an authenticator app (TOTP)"),
-        );
+        self.mail
+            .mailer
+            .send(
+                self.mail
+                    .templates
+                    .factor_added(&user.email, "an authenticator app (TOTP)"),
+            )
+            .await;
         Ok(codes)
     }
 
@@ -521,11 +524,14 @@ impl Accounts {
         self.audit
             .record(Entry::by_user(EventType::FactorRemoved, user.id).with("kind", "totp"))
             .await;
-        self.mail.mailer.send(
-            self.mail
-                .templates
-                .factor_removed(&user.email, "an authenticator app (TOTP)"),
-        );
+        self.mail
+            .mailer
+            .send(
+                self.mail
+                    .templates
+                    .factor_removed(&user.email, "an authenticator app (TOTP)"),
+            )
+            .await;
         Ok(())
     }
 
@@ -882,7 +888,8 @@ impl Accounts {
             tracing::warn!(user.id = %user.id, left, "recovery code used");
             self.mail
                 .mailer
-                .send(self.mail.templates.recovery_code_used(&user.email, left));
+                .send(self.mail.templates.recovery_code_used(&user.email, left))
+                .await;
             AMR_OTP
         } else if let Some(assertion) = &proof.webauthn {
             self.check_passkey_assertion(user, assertion, webauthn_state)

@@ -300,7 +300,8 @@ impl Accounts {
             .await;
         self.mail
             .mailer
-            .send(self.mail.templates.factor_added(&user.email, "a passkey"));
+            .send(self.mail.templates.factor_added(&user.email, "a passkey"))
+            .await;
         Ok(view(&factor))
     }
 
@@ -354,7 +355,8 @@ impl Accounts {
             .await;
         self.mail
             .mailer
-            .send(self.mail.templates.factor_removed(&user.email, "a passkey"));
+            .send(self.mail.templates.factor_removed(&user.email, "a passkey"))
+            .await;
         Ok(())
     }
 

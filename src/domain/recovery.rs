@@ -103,7 +103,8 @@ impl Accounts {
             .await;
         self.mail
             .mailer
-            .send(self.mail.templates.password_changed(&user.email));
+            .send(self.mail.templates.password_changed(&user.email))
+            .await;
         Ok(())
     }
 
@@ -158,11 +159,14 @@ impl Accounts {
                         Some(user.id),
                     ))
                     .await;
-                self.mail.mailer.send(
-                    self.mail
-                        .templates
-                        .email_changed(&previous_email, &user.email),
-                );
+                self.mail
+                    .mailer
+                    .send(
+                        self.mail
+                            .templates
+                            .email_changed(&previous_email, &user.email),
+                    )
+                    .await;
                 Ok(())
             }
             EmailConfirmation::EmailTaken => Err(AuthError::EmailTaken),

@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::revoke_user_session))
         .routes(routes!(admin::send_password_reset))
         .routes(routes!(admin::list_audit_events))
+        .routes(routes!(admin::get_outbox))
         .routes(routes!(health::get_jwks))
         .routes(routes!(health::get_health))
         .routes(routes!(health::get_liveness))

@@ -15,11 +15,12 @@ use super::fanout::Fanout;
 use super::session_cache::Change;
 use super::{
     AdminOutcome, AdminStore, AdminUpdate, AuditFilter, AuditRecord, Ban, BetterAuthImport,
-    ChallengeRecord, EmailConfirmation, FactorRecord, FactorStore, ImportOutcome, LiveSession,
-    NewChallenge, NewOneTimeToken, NewSession, NewTokenSession, NewUser, OneTimeTokenRecord,
-    PoolStatus, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Rotation, RotationOutcome,
-    SessionAuthentication, SessionRecord, SigningKeyRecord, Store, StoreResult, StoredEmailKey,
-    TokenPurpose, UserCredentials, UserFilter, UserRecord,
+    ChallengeRecord, DeadMessage, EmailConfirmation, FactorRecord, FactorStore, ImportOutcome,
+    LiveSession, NewChallenge, NewMessage, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
+    OneTimeTokenRecord, OutboxCounts, OutboxStore, PoolStatus, ProfileChange, Pruned, Pruning,
+    QueuedMessage, RefreshTokenRecord, Rotation, RotationOutcome, SessionAuthentication,
+    SessionRecord, SigningKeyRecord, Store, StoreResult, StoredEmailKey, TokenPurpose,
+    UserCredentials, UserFilter, UserRecord,
 };
 
 /// A backend with the session cache in front (see the module documentation).
@@ -637,5 +638,47 @@ impl AdminStore for CachedStore {
         let changed = matches!(outcome, AdminOutcome::Done(()));
         self.tell(changed, Change::User(id), mark).await;
         Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl OutboxStore for CachedStore {
+    async fn enqueue_message(&self, message: NewMessage) -> StoreResult<()> {
+        self.inner.enqueue_message(message).await
+    }
+
+    async fn claim_messages(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedMessage>> {
+        self.inner.claim_messages(now, lease_until, limit).await
+    }
+
+    async fn message_delivered(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+        self.inner.message_delivered(id, now).await
+    }
+
+    async fn message_failed(
+        &self,
+        id: Uuid,
+        retry_at: Option<DateTime<Utc>>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.inner.message_failed(id, retry_at, error, now).await
+    }
+
+    async fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
+        self.inner.outbox_counts().await
+    }
+
+    async fn dead_messages(&self, limit: u32) -> StoreResult<Vec<DeadMessage>> {
+        self.inner.dead_messages(limit).await
+    }
+
+    async fn prune_outbox(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.prune_outbox(before).await
     }
 }

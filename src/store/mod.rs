@@ -11,6 +11,7 @@ mod batch;
 mod cached;
 pub(crate) mod factors;
 pub mod fanout;
+mod outbox;
 mod postgres;
 pub mod session_cache;
 mod sqlite;
@@ -26,6 +27,7 @@ pub use cached::CachedStore;
 pub use factors::{
     ChallengeRecord, FactorKind, FactorRecord, FactorStore, NewChallenge, SessionAuthentication,
 };
+pub use outbox::{DeadMessage, NewMessage, OutboxCounts, OutboxStore, QueuedMessage};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -363,6 +365,9 @@ pub struct NewOneTimeToken {
     pub email: String,
     pub now: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The message that carries the token, queued in the same transaction (so a crash
+    /// leaves either both or neither).
+    pub mail: Option<NewMessage>,
 }
 
 /// An emailed single-use token as stored.
@@ -493,7 +498,9 @@ pub(crate) const IMPORT_TOKEN_TAKEN: &str = "its token belongs to another user's
 
 /// The persistence the services need. Implemented by [`SqliteStore`] and [`PostgresStore`].
 #[async_trait]
-pub trait Store: FactorStore + AdminStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    FactorStore + AdminStore + OutboxStore + Send + Sync + std::fmt::Debug + 'static
+{
     /// Which backend this is, for logs and `/ready`.
     fn backend(&self) -> &'static str;
 

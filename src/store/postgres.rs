@@ -1299,6 +1299,9 @@ impl Store for PostgresStore {
         .bind(token.expires_at)
         .execute(&mut *tx)
         .await?;
+        if let Some(mail) = &token.mail {
+            insert_message(&mut tx, mail).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -1677,4 +1680,17 @@ super::admin::impl_admin_store!(
     at = same_time,
     begin = begin_write,
     lock = " FOR UPDATE",
+);
+
+super::outbox::impl_outbox_store!(
+    PostgresStore,
+    PgRow,
+    sqlx::Postgres,
+    read = pool,
+    sql = factor_sql,
+    id = bind_id,
+    get_id = uuid_at,
+    at = same_time,
+    begin = begin_write,
+    lock = " FOR UPDATE SKIP LOCKED",
 );

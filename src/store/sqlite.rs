@@ -1268,6 +1268,9 @@ impl Store for SqliteStore {
         .bind(micros(token.expires_at))
         .execute(&mut *tx)
         .await?;
+        if let Some(mail) = &token.mail {
+            insert_message(&mut tx, mail).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -1609,6 +1612,19 @@ super::admin::impl_admin_store!(
     id = bind_id,
     get_id = uuid_at,
     get_opt_id = opt_uuid_at,
+    at = micros,
+    begin = begin_write,
+    lock = "",
+);
+
+super::outbox::impl_outbox_store!(
+    SqliteStore,
+    SqliteRow,
+    sqlx::Sqlite,
+    read = pool,
+    sql = factor_sql,
+    id = bind_id,
+    get_id = uuid_at,
     at = micros,
     begin = begin_write,
     lock = "",

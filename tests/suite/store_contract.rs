@@ -22,6 +22,7 @@ use crate::support::{Backend, TestDatabase, both_backends, now};
 
 both_backends! {
     ping_answers_and_names_its_backend,
+    outbox_claims_share_the_messages_without_overlap_and_leases_end,
     rotation_caps_the_successor_at_the_sessions_end,
     rotation_touches_the_session_at_the_precision_asked,
     create_user_then_find_it_by_id_and_email_key,
@@ -249,6 +250,7 @@ fn one_time(
         email: email.to_owned(),
         now: at,
         expires_at: at + TimeDelta::hours(1),
+        mail: None,
     }
 }
 
@@ -3664,5 +3666,95 @@ async fn concurrent_token_session_lookups_each_get_their_own_answer(backend: Bac
     for (i, found, expected) in join_all(lookups).await {
         assert_eq!(found, expected, "lookup {i}");
     }
+    finish(db, store).await;
+}
+
+/// Servers claiming at once each get their own messages (PostgreSQL: `FOR UPDATE SKIP
+/// LOCKED`); a claimed message is nobody else's until its lease ends, then anyone's again;
+/// delivered and dead ones are never claimed.
+async fn outbox_claims_share_the_messages_without_overlap_and_leases_end(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let id = Uuid::now_v7();
+        ids.push(id);
+        store
+            .enqueue_message(store::NewMessage {
+                id,
+                kind: "mail",
+                payload: vec![1, 2, 3],
+                now: t0,
+            })
+            .await
+            .unwrap();
+    }
+    let lease = t0 + TimeDelta::seconds(15);
+    let claims = join_all((0..8).map(|_| {
+        let store = store.clone();
+        async move { store.claim_messages(t0, lease, 4).await.unwrap() }
+    }))
+    .await;
+    let mut claimed: Vec<Uuid> = claims.iter().flatten().map(|message| message.id).collect();
+    let total = claimed.len();
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), total, "a message claimed twice");
+    assert!(total > 0 && total <= 32);
+    assert!(
+        claims
+            .iter()
+            .flatten()
+            .all(|message| message.attempts == 1 && message.payload == [1, 2, 3])
+    );
+    // Leased: the rest only, until the lease ends.
+    let rest = store.claim_messages(t0, lease, 100).await.unwrap();
+    assert_eq!(rest.len(), 40 - total);
+    assert!(
+        store
+            .claim_messages(t0 + TimeDelta::seconds(14), lease, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let first = claimed[0];
+    store.message_delivered(first, t0).await.unwrap();
+    store
+        .message_failed(claimed[1], None, "554 no such user", t0)
+        .await
+        .unwrap();
+    store
+        .message_failed(claimed[2], Some(t0 + TimeDelta::hours(1)), "421 busy", t0)
+        .await
+        .unwrap();
+    let after = store
+        .claim_messages(lease, lease + TimeDelta::seconds(15), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.len(),
+        40 - 3,
+        "the lease ended for all but the delivered, dead and retried"
+    );
+    assert!(after.iter().all(|message| message.attempts == 2));
+    let retried = store
+        .claim_messages(t0 + TimeDelta::hours(2), t0 + TimeDelta::hours(3), 100)
+        .await
+        .unwrap();
+    assert!(retried.iter().any(|message| message.id == claimed[2]));
+    let counts = store.outbox_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (38, 1));
+    let dead = store.dead_messages(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("554 no such user"));
+    assert_eq!(
+        store
+            .prune_outbox(t0 + TimeDelta::seconds(1))
+            .await
+            .unwrap(),
+        2
+    );
     finish(db, store).await;
 }

@@ -21,7 +21,7 @@ use crate::http::openapi::{
     LastAdmin, NotReady, NotReadyOrOverloaded,
 };
 use crate::http::{ApiError, ApiJson, Bearer};
-use crate::store::{AuditRecord, Role, SessionRecord, UserRecord};
+use crate::store::{AuditRecord, DeadMessage, Role, SessionRecord, UserRecord};
 
 /// Who is calling: an admin's access token, or a service's `X-Service-Auth`. A request with
 /// `X-Service-Auth` is judged by it alone.
@@ -848,4 +848,67 @@ mod tests {
             matches!(query, Ok(UserQuery { email_prefix: Some(ref p), email_verified: Some(true), .. }) if p == "ad%a")
         );
     }
+}
+
+/// The outbox: how many messages wait, how many were given up on, and the newest of those.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxView {
+    /// Messages not yet delivered (due now or waiting for a retry).
+    pending: u64,
+    /// Messages given up on after every attempt.
+    dead: u64,
+    /// The newest 50 dead messages (never their content).
+    dead_messages: Vec<DeadMessageView>,
+}
+
+/// A message given up on.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeadMessage)]
+pub struct DeadMessageView {
+    id: Uuid,
+    /// `mail`.
+    kind: String,
+    attempts: i64,
+    /// What the last attempt met.
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    dead_at: DateTime<Utc>,
+}
+
+impl From<DeadMessage> for DeadMessageView {
+    fn from(message: DeadMessage) -> Self {
+        Self {
+            id: message.id,
+            kind: message.kind,
+            attempts: message.attempts,
+            last_error: message.last_error,
+            created_at: message.created_at,
+            dead_at: message.dead_at,
+        }
+    }
+}
+
+/// Read the outbox
+///
+/// Mail waiting for delivery and the messages given up on (the dead letters), newest first.
+#[utoipa::path(get, path = "/admin/outbox", tag = "admin",
+    security(("bearer" = []), ("service_auth" = [])),
+    responses(
+        (status = 200, description = "The outbox.", body = OutboxView),
+        (status = 401, response = openapi::AccessTokenRefused),
+        (status = 403, response = AdminRefused),
+        (status = 503, response = NotReady),
+    ))]
+pub async fn get_outbox(
+    services: Services,
+    bearer: Bearer,
+    service: ServiceCredential,
+) -> Result<Json<OutboxView>, ApiError> {
+    actor(&services, &bearer, &service).await?;
+    let (counts, dead) = services.admin.outbox().await?;
+    Ok(Json(OutboxView {
+        pending: counts.pending,
+        dead: counts.dead,
+        dead_messages: dead.into_iter().map(DeadMessageView::from).collect(),
+    }))
 }

@@ -923,4 +923,68 @@ crate::support::both_backends!(
     the_last_admin_cannot_be_banned_demoted_or_deleted,
     admins_list_and_revoke_a_users_sessions_and_send_a_reset,
     the_audit_log_records_each_event_with_its_actor_and_origin,
+    undeliverable_mail_ends_in_the_dead_letters,
 );
+
+/// Mail that cannot be delivered is retried with backoff and, after every attempt, dead:
+/// visible in `/admin/outbox` and `/metrics`, never with its content.
+async fn undeliverable_mail_ends_in_the_dead_letters(backend: Backend) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let smtp = format!("smtp://127.0.0.1:{closed}");
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        &["--internal-secret", SERVICE, "--smtp-url", &smtp],
+    )
+    .await
+    else {
+        return;
+    };
+    app.register("ada@example.com").await;
+    let mut outbox = Value::Null;
+    for _ in 0..40 {
+        outbox = as_service(&app, Method::GET, "/admin/outbox", None)
+            .await
+            .body;
+        if outbox["dead"] == 1 {
+            break;
+        }
+        // Past the next retry (the longest backoff is 2 h).
+        app.clock.advance(Duration::hours(3));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(outbox["dead"], 1, "{outbox:#}");
+    assert_eq!(outbox["pending"], 0, "{outbox:#}");
+    let dead = &outbox["dead_messages"][0];
+    assert_eq!(dead["kind"], "mail");
+    assert_eq!(dead["attempts"], 8);
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .is_some_and(|error| !error.is_empty())
+    );
+    assert!(!outbox.to_string().contains("token="), "{outbox:#}");
+    let started = std::time::Instant::now();
+    loop {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if crate::support::app::sample(&text, "servauth_outbox_dead ") == Some(1.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

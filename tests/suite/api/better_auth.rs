@@ -1072,6 +1072,7 @@ async fn a_password_reset_and_account_deletion_end_face_sessions(backend: Backen
             email: "ada@example.com".to_owned(),
             now,
             expires_at: now + Duration::minutes(30),
+            mail: None,
         })
         .await
         .unwrap();
@@ -1301,6 +1302,7 @@ async fn issue_link(
             email: "ada@example.com".to_owned(),
             now,
             expires_at: now + Duration::minutes(30),
+            mail: None,
         })
         .await
         .unwrap();

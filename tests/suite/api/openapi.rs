@@ -44,6 +44,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("delete", "/admin/users/{id}/sessions/{session_id}"),
     ("post", "/admin/users/{id}/password-reset"),
     ("get", "/admin/audit"),
+    ("get", "/admin/outbox"),
     ("post", "/api/internal/validate"),
     ("get", "/api/internal/users/{id}"),
     ("get", "/auth/mfa"),
@@ -135,6 +136,7 @@ const PROBLEMS: &[(&str, &[u16])] = &[
     ("revoke_user_session", &[401, 403, 404, 503]),
     ("send_password_reset", &[401, 403, 404, 503]),
     ("list_audit_events", &[401, 403, 422, 503]),
+    ("get_outbox", &[401, 403, 503]),
     ("get_factors", &[401, 503]),
     ("enroll_totp", &[401, 403, 409, 503]),
     (

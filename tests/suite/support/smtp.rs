@@ -18,6 +18,8 @@ pub struct SmtpSink {
 pub struct Mail {
     pub to: String,
     pub subject: String,
+    /// The `Message-ID` header: the outbox row's id, the same on every delivery attempt.
+    pub message_id: String,
     /// The whole message with quoted-printable soft breaks and `=3D` undone.
     pub body: String,
 }
@@ -41,16 +43,35 @@ impl SmtpSink {
     /// Starts a server on a free port; `None` when aiosmtpd is not installed on a developer's
     /// machine (in CI, where `.ci/run` installs it, that is a failure).
     pub async fn start() -> Option<Self> {
-        let dir = tempfile::tempdir().expect("maildir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        Self::start_with(port, None).await
+    }
+
+    /// As [`Self::start`], on `port`; with `ack_after`, each message is stored at once but
+    /// answered `250` only that much later (aiosmtpd's `Mailbox` handler, subclassed): a
+    /// sender killed meanwhile never learns that it was delivered.
+    pub async fn start_with(port: u16, ack_after: Option<Duration>) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("maildir");
+        let handler = match ack_after {
+            None => "aiosmtpd.handlers.Mailbox",
+            Some(_) => {
+                std::fs::write(dir.path().join("slow_sink.py"), SLOW_SINK).expect("handler");
+                "slow_sink.SlowMailbox"
+            }
+        };
         let spawned = Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .args(["-c", handler])
             .arg(dir.path().join("maildir"))
+            .env("PYTHONPATH", dir.path())
+            .env(
+                "SINK_ACK_AFTER",
+                ack_after.unwrap_or_default().as_secs_f64().to_string(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn();
@@ -133,6 +154,19 @@ impl Drop for SmtpSink {
     }
 }
 
+/// aiosmtpd's maildir handler, answering each message only `SINK_ACK_AFTER` seconds after
+/// storing it.
+const SLOW_SINK: &str = r#"
+import asyncio, os
+from aiosmtpd.handlers import Mailbox
+
+class SlowMailbox(Mailbox):
+    async def handle_DATA(self, server, session, envelope):
+        answer = await super().handle_DATA(server, session, envelope)
+        await asyncio.sleep(float(os.environ["SINK_ACK_AFTER"]))
+        return answer
+"#;
+
 fn skip(why: &str) -> Option<SmtpSink> {
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
@@ -156,6 +190,7 @@ fn parse(raw: &str) -> Mail {
     Mail {
         to: header("To:"),
         subject: header("Subject:"),
+        message_id: header("Message-ID:"),
         body,
     }
 }
