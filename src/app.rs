@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, MigrateMode, SigningConfig};
+use crate::domain::audit::Audit;
 use crate::domain::{
     AccountMail, Accounts, Admin, FactorSealing, FactorSettings, InstallationKeys, KeySource,
     Lifetimes, PasswordHashing, PasswordPolicy, RELOAD_EVERY, ServiceSecret, Sessions, SigningKeys,
@@ -266,12 +267,14 @@ async fn initialize(
         session: config.session_ttl,
         reuse_grace: config.refresh_reuse_grace,
     };
+    let audit = Audit::new(store.clone(), clock.clone(), config.webhook.is_some());
     let sessions = Sessions::new(
         store.clone(),
         keys,
         clock.clone(),
         lifetimes,
         config.require_verified_email,
+        audit.clone(),
     );
     let installation = InstallationKeys::load(store, clock.now())
         .await
@@ -305,11 +308,15 @@ async fn initialize(
         limits.clone(),
         installation.clone(),
         factor_settings(config, &installation),
+        audit.clone(),
     );
+    if let Some(target) = &config.webhook {
+        crate::webhooks::start(target.clone(), store, clock.clone())?;
+    }
     let service_secret = config.internal_secret.as_ref().map(ServiceSecret::new);
     Ok(Services {
         config: config.clone(),
-        admin: Admin::new(store.clone(), accounts.clone(), clock.clone()),
+        admin: Admin::new(store.clone(), accounts.clone(), clock.clone(), audit),
         accounts,
         sessions,
         service_secret,

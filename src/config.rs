@@ -119,6 +119,15 @@ pub struct Settings {
     #[arg(long, env = "SERVAUTH_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<SecretString>,
 
+    /// Receives every audit event as a Standard Webhooks POST (needs `SERVAUTH_WEBHOOK_SECRET`).
+    #[arg(long, env = "SERVAUTH_WEBHOOK_URL", value_parser = parse_http_url)]
+    pub webhook_url: Option<Url>,
+
+    /// The webhook signing secret, `whsec_` and base64 (24 to 64 bytes), as the receiver's
+    /// Standard Webhooks library takes it.
+    #[arg(long, env = "SERVAUTH_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<SecretString>,
+
     /// Development only: without an SMTP server, write each message, links included, to the
     /// log. Off, such mail is dropped with a log line that holds no link.
     #[arg(long, env = "SERVAUTH_DEV_LOG_MAIL", default_value_t = false,
@@ -357,6 +366,8 @@ pub struct Config {
     pub better_auth_secret: Option<SecretString>,
     /// May hold SMTP credentials: never logged.
     pub smtp_url: Option<SecretString>,
+    /// `SERVAUTH_WEBHOOK_URL` with its secret's key bytes (both or neither).
+    pub webhook: Option<WebhookTarget>,
     /// Without SMTP, write messages (links included) to the log.
     pub dev_log_mail: bool,
     pub mail_from: lettre::message::Mailbox,
@@ -527,6 +538,26 @@ impl Settings {
             .map(|key| KeyEncryptionKey::parse(key.expose_secret()))
             .transpose()
             .map_err(|message| ConfigError::new("SERVAUTH_PREVIOUS_KEY_ENCRYPTION_KEY", message))?;
+        let webhook = match (self.webhook_url, &self.webhook_secret) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "SERVAUTH_WEBHOOK_SECRET",
+                    "SERVAUTH_WEBHOOK_URL needs a signing secret (whsec_...)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "SERVAUTH_WEBHOOK_URL",
+                    "SERVAUTH_WEBHOOK_SECRET is set but there is no URL to send to",
+                ));
+            }
+            (Some(url), Some(secret)) => Some(WebhookTarget {
+                url,
+                key: webhook_key(secret.expose_secret())
+                    .map_err(|message| ConfigError::new("SERVAUTH_WEBHOOK_SECRET", message))?,
+            }),
+        };
         // An empty value counts as unset (a template's `BETTER_AUTH_SECRET=`).
         let better_auth_secret = self
             .better_auth_secret
@@ -586,6 +617,7 @@ impl Settings {
             better_auth: self.better_auth,
             better_auth_secret,
             smtp_url: self.smtp_url,
+            webhook,
             dev_log_mail: self.dev_log_mail,
             mail_from,
             app_url,
@@ -696,6 +728,41 @@ fn parse_origin(value: &str) -> Result<String, String> {
     Ok(url.origin().ascii_serialization())
 }
 
+/// Where audit events go, and the key that signs them.
+#[derive(Clone)]
+pub struct WebhookTarget {
+    pub url: Url,
+    /// The secret's bytes (after `whsec_`, base64-decoded).
+    pub key: secrecy::SecretSlice<u8>,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("url", &self.url.as_str())
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 bytes.
+fn webhook_key(value: &str) -> Result<secrecy::SecretSlice<u8>, String> {
+    use base64::Engine as _;
+    let encoded = value
+        .strip_prefix("whsec_")
+        .ok_or("expected whsec_ followed by base64")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "expected whsec_ followed by base64".to_owned())?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "the key has {} bytes; 24 to 64 expected",
+            key.len()
+        ));
+    }
+    Ok(key.into())
+}
+
 fn parse_http_url(value: &str) -> Result<Url, String> {
     let url = Url::parse(value).map_err(|error| format!("`{value}` is not a URL: {error}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -709,6 +776,14 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn webhook_secrets_are_whsec_and_base64_of_24_to_64_bytes() {
+        assert!(webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        assert!(webhook_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+        assert!(webhook_key("whsec_not base64!").is_err());
+        assert!(webhook_key("whsec_c2hvcnQ=").is_err());
+    }
 
     #[derive(Parser)]
     struct Wrapper {

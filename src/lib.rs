@@ -22,5 +22,6 @@ pub mod metrics;
 mod run;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use run::run;

@@ -146,9 +146,10 @@ impl Accounts {
         limits: Arc<RateLimits>,
         installation: InstallationKeys,
         factors: super::FactorSettings,
+        audit: Audit,
     ) -> Self {
         Self {
-            audit: Audit::new(store.clone(), clock.clone()),
+            audit,
             factors,
             store,
             hashing,

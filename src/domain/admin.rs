@@ -106,8 +106,12 @@ fn paginate<T>(mut items: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> Page<T
 }
 
 impl Admin {
-    pub fn new(store: Arc<dyn Store>, accounts: Accounts, clock: Arc<dyn Clock>) -> Self {
-        let audit = Audit::new(store.clone(), clock.clone());
+    pub fn new(
+        store: Arc<dyn Store>,
+        accounts: Accounts,
+        clock: Arc<dyn Clock>,
+        audit: Audit,
+    ) -> Self {
         Self {
             store,
             accounts,

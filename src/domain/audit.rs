@@ -17,7 +17,38 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::store::{AuditRecord, Store};
+use crate::store::{AuditRecord, NewMessage, Store};
+
+/// The outbox's kind for webhook deliveries.
+pub const WEBHOOK: &str = "webhook";
+
+/// An event as a webhook receives it: Standard Webhooks' `{type, timestamp, data}`, `data`
+/// in the shape of `GET /admin/audit`'s events.
+pub fn webhook_payload(record: &AuditRecord) -> String {
+    let detail = record
+        .detail
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_else(|| serde_json::Value::Object(Detail::new()));
+    serde_json::json!({
+        "type": record.event,
+        "timestamp": record.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "data": {
+            "id": record.id,
+            "at": record.at,
+            "event": record.event,
+            "user_id": record.user_id,
+            "actor": record.actor,
+            "actor_id": record.actor_id,
+            "session_id": record.session_id,
+            "ip": record.ip,
+            "user_agent": record.user_agent,
+            "request_id": record.request_id,
+            "detail": detail,
+        }
+    })
+    .to_string()
+}
 
 /// Where the request being handled came from.
 #[derive(Debug, Clone, Default)]
@@ -246,18 +277,31 @@ impl Entry {
 pub struct Audit {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// `SERVAUTH_WEBHOOK_URL` is set: each event also queues its delivery there, in the
+    /// event's transaction.
+    webhooks: bool,
 }
 
 impl Audit {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, webhooks: bool) -> Self {
+        Self {
+            store,
+            clock,
+            webhooks,
+        }
     }
 
     /// Records one event, with the current request's origin.
     pub async fn record(&self, entry: Entry) {
         let record = self.record_for(entry, self.clock.now(), Origin::current());
         let event = record.event.clone();
-        if let Err(error) = self.store.append_audit_event(record).await {
+        let webhook = self.webhooks.then(|| NewMessage {
+            id: Uuid::now_v7(),
+            kind: WEBHOOK,
+            payload: webhook_payload(&record).into_bytes(),
+            now: record.at,
+        });
+        if let Err(error) = self.store.append_audit_event(record, webhook).await {
             metrics::counter!("servauth_audit_failures_total").increment(1);
             tracing::error!(event, error = %error, "audit event not recorded");
         } else {

@@ -188,9 +188,10 @@ impl Sessions {
         clock: Arc<dyn Clock>,
         lifetimes: Lifetimes,
         require_verified_email: bool,
+        audit: Audit,
     ) -> Self {
         Self {
-            audit: Audit::new(store.clone(), clock.clone()),
+            audit,
             store,
             keys,
             clock,

@@ -216,7 +216,11 @@ async fn deliver_queued(inner: Weak<Inner>, transport: Transport, from: Mailbox)
         }
         let now = mailer.clock.now();
         let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-        let claimed = match mailer.store.claim_messages(now, lease_until, BATCH).await {
+        let claimed = match mailer
+            .store
+            .claim_messages(KIND, now, lease_until, BATCH)
+            .await
+        {
             Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(error = %error, "outbox: claiming messages failed; retrying");

@@ -93,8 +93,12 @@ pub enum AdminOutcome<T> {
 /// The store's part of the admin API and the audit log.
 #[async_trait]
 pub trait AdminStore: Send + Sync {
-    /// Appends one event.
-    async fn append_audit_event(&self, event: AuditRecord) -> StoreResult<()>;
+    /// Appends one event, and queues its webhook delivery in the same transaction.
+    async fn append_audit_event(
+        &self,
+        event: AuditRecord,
+        webhook: Option<super::NewMessage>,
+    ) -> StoreResult<()>;
 
     /// Events matching `filter`, newest first.
     async fn list_audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
@@ -246,6 +250,7 @@ macro_rules! impl_admin_store {
             async fn append_audit_event(
                 &self,
                 event: $crate::store::AuditRecord,
+                webhook: Option<$crate::store::NewMessage>,
             ) -> StoreResult<()> {
                 let mut tx = $begin(self).await?;
                 sqlx::query(sqlx::AssertSqlSafe($sql(
@@ -266,6 +271,9 @@ macro_rules! impl_admin_store {
                 .bind(&event.detail)
                 .execute(&mut *tx)
                 .await?;
+                if let Some(webhook) = &webhook {
+                    insert_message(&mut tx, webhook).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }

@@ -579,8 +579,12 @@ impl FactorStore for CachedStore {
 /// sessions, the user itself), told like any other.
 #[async_trait]
 impl AdminStore for CachedStore {
-    async fn append_audit_event(&self, event: AuditRecord) -> StoreResult<()> {
-        self.inner.append_audit_event(event).await
+    async fn append_audit_event(
+        &self,
+        event: AuditRecord,
+        webhook: Option<NewMessage>,
+    ) -> StoreResult<()> {
+        self.inner.append_audit_event(event, webhook).await
     }
 
     async fn list_audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
@@ -649,11 +653,14 @@ impl OutboxStore for CachedStore {
 
     async fn claim_messages(
         &self,
+        kind: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<QueuedMessage>> {
-        self.inner.claim_messages(now, lease_until, limit).await
+        self.inner
+            .claim_messages(kind, now, lease_until, limit)
+            .await
     }
 
     async fn message_delivered(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<()> {

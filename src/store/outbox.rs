@@ -16,7 +16,7 @@ use super::StoreResult;
 pub struct NewMessage {
     /// UUID v7: the id receivers deduplicate by (a mail's `Message-ID`).
     pub id: Uuid,
-    /// `mail`.
+    /// `mail` or `webhook`.
     pub kind: &'static str,
     pub payload: Vec<u8>,
     pub now: DateTime<Utc>,
@@ -78,12 +78,13 @@ pub trait OutboxStore: Send + Sync {
     /// Queues one message, due now.
     async fn enqueue_message(&self, message: NewMessage) -> StoreResult<()>;
 
-    /// Claims up to `limit` due messages (not delivered, not dead, due at `now`, no lease in
+    /// Claims up to `limit` due messages of `kind` (not delivered, not dead, due at `now`, no lease in
     /// force): each gets a lease until `lease_until` and one more attempt counted. Of
     /// several servers claiming at once, each message goes to one (PostgreSQL: `FOR UPDATE
     /// SKIP LOCKED`; SQLite: one writer).
     async fn claim_messages(
         &self,
+        kind: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
@@ -150,17 +151,19 @@ macro_rules! impl_outbox_store {
 
             async fn claim_messages(
                 &self,
+                kind: &str,
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
                 limit: u32,
             ) -> StoreResult<Vec<$crate::store::QueuedMessage>> {
                 // A read first: an idle outbox costs no write (SQLite's write lock) per poll.
                 let due: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe($sql(
-                    "SELECT 1 FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL \
-                     AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1) \
-                     LIMIT 1",
+                    "SELECT 1 FROM outbox WHERE kind = $2 AND delivered_at IS NULL \
+                     AND dead_at IS NULL AND next_attempt_at <= $1 \
+                     AND (locked_until IS NULL OR locked_until <= $1) LIMIT 1",
                 )))
                 .bind($at(now))
+                .bind(kind)
                 .fetch_optional(&self.$read)
                 .await?;
                 if due.is_none() {
@@ -171,8 +174,8 @@ macro_rules! impl_outbox_store {
                     "{}{}) RETURNING id, kind, payload, attempts, created_at",
                     $sql(
                         "UPDATE outbox SET locked_until = $2, attempts = attempts + 1 \
-                         WHERE id IN (SELECT id FROM outbox WHERE delivered_at IS NULL \
-                         AND dead_at IS NULL AND next_attempt_at <= $1 \
+                         WHERE id IN (SELECT id FROM outbox WHERE kind = $4 \
+                         AND delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1 \
                          AND (locked_until IS NULL OR locked_until <= $1) \
                          ORDER BY next_attempt_at LIMIT $3"
                     ),
@@ -182,6 +185,7 @@ macro_rules! impl_outbox_store {
                     .bind($at(now))
                     .bind($at(lease_until))
                     .bind(i64::from(limit))
+                    .bind(kind)
                     .fetch_all(&mut *tx)
                     .await?;
                 tx.commit().await?;

@@ -3694,7 +3694,7 @@ async fn outbox_claims_share_the_messages_without_overlap_and_leases_end(backend
     let lease = t0 + TimeDelta::seconds(15);
     let claims = join_all((0..8).map(|_| {
         let store = store.clone();
-        async move { store.claim_messages(t0, lease, 4).await.unwrap() }
+        async move { store.claim_messages("mail", t0, lease, 4).await.unwrap() }
     }))
     .await;
     let mut claimed: Vec<Uuid> = claims.iter().flatten().map(|message| message.id).collect();
@@ -3710,11 +3710,11 @@ async fn outbox_claims_share_the_messages_without_overlap_and_leases_end(backend
             .all(|message| message.attempts == 1 && message.payload == [1, 2, 3])
     );
     // Leased: the rest only, until the lease ends.
-    let rest = store.claim_messages(t0, lease, 100).await.unwrap();
+    let rest = store.claim_messages("mail", t0, lease, 100).await.unwrap();
     assert_eq!(rest.len(), 40 - total);
     assert!(
         store
-            .claim_messages(t0 + TimeDelta::seconds(14), lease, 100)
+            .claim_messages("mail", t0 + TimeDelta::seconds(14), lease, 100)
             .await
             .unwrap()
             .is_empty()
@@ -3730,7 +3730,7 @@ async fn outbox_claims_share_the_messages_without_overlap_and_leases_end(backend
         .await
         .unwrap();
     let after = store
-        .claim_messages(lease, lease + TimeDelta::seconds(15), 100)
+        .claim_messages("mail", lease, lease + TimeDelta::seconds(15), 100)
         .await
         .unwrap();
     assert_eq!(
@@ -3740,7 +3740,12 @@ async fn outbox_claims_share_the_messages_without_overlap_and_leases_end(backend
     );
     assert!(after.iter().all(|message| message.attempts == 2));
     let retried = store
-        .claim_messages(t0 + TimeDelta::hours(2), t0 + TimeDelta::hours(3), 100)
+        .claim_messages(
+            "mail",
+            t0 + TimeDelta::hours(2),
+            t0 + TimeDelta::hours(3),
+            100,
+        )
         .await
         .unwrap();
     assert!(retried.iter().any(|message| message.id == claimed[2]));

@@ -473,7 +473,10 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.json::<serde_json::Value>().await.unwrap()["access_token"].is_string());
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let after = reqwest::Client::new().get(app.url("/health")).send().await;
+    let after = crate::support::client()
+        .get(app.url("/health"))
+        .send()
+        .await;
     assert!(
         after.is_err(),
         "no new connections after shutdown: {after:?}"

@@ -231,7 +231,7 @@ async fn a_request_whose_client_hangs_up_still_completes(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, &extra).await else {
         return;
     };
-    let impatient = reqwest::Client::builder()
+    let impatient = crate::support::client_builder()
         .timeout(std::time::Duration::from_millis(300))
         .build()
         .unwrap();
@@ -530,7 +530,7 @@ async fn an_unreachable_database_is_reported_not_fatal() {
     tokio::spawn(app.serve(async move {
         let _ = stop.await;
     }));
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let ready = read(client.get(format!("{base}/ready")).send().await.unwrap()).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.body["database"], "down");

@@ -717,7 +717,7 @@ async fn operators_reset_factors_and_the_user_is_told(backend: Backend) {
 async fn nothing_about_a_factor_reaches_the_log() {
     use super::process::{spawn_server, stop_and_read_log};
     let (child, base, _dir) = spawn_server(&[("SERVAUTH_LOG", "debug,sqlx=warn")]).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let post = |path: &str, body: Value, token: Option<&str>| {
         let mut request = client.post(format!("{base}{path}")).json(&body);
         if let Some(token) = token {

@@ -20,3 +20,4 @@ mod revocation;
 mod security;
 mod sessions;
 mod tokens;
+mod webhooks;

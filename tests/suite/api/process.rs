@@ -134,7 +134,7 @@ pub(super) async fn spawn_server_in(
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let started = Instant::now();
     while client.get(format!("{base}/health")).send().await.is_err() {
         assert!(
@@ -149,7 +149,7 @@ pub(super) async fn spawn_server_in(
 #[tokio::test]
 async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
     let (child, base, _dir) = spawn_server(&[("SERVAUTH_DEV_LOG_MAIL", "true")]).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let register = read(
         client
             .post(format!("{base}/auth/register"))
@@ -228,7 +228,7 @@ async fn logs_are_json_lines_without_secrets_and_sigterm_stops_cleanly() {
 #[tokio::test]
 async fn without_smtp_mail_is_not_sent_and_no_link_reaches_the_log() {
     let (child, base, _dir) = spawn_server(&[]).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let register = client
         .post(format!("{base}/auth/register"))
         .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
@@ -289,7 +289,7 @@ async fn a_mail_server_that_is_down_is_retried_and_logged_while_the_api_answers(
     let closed = free_port();
     let smtp = format!("smtp://127.0.0.1:{closed}");
     let (child, base, _dir) = spawn_server(&[("SERVAUTH_SMTP_URL", &smtp)]).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let register = client
         .post(format!("{base}/auth/register"))
         .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
@@ -354,7 +354,7 @@ async fn the_outbox_survives_a_kill_mid_delivery() {
     let smtp = format!("smtp://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = spawn_server_in(&dir, &[("SERVAUTH_SMTP_URL", &smtp)]).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let addresses = ["ada@example.com", "bob@example.com", "eve@example.com"];
     for email in addresses {
         let registered = client

@@ -62,7 +62,7 @@ pub(super) async fn start_replica(
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let started = Instant::now();
     loop {
         if let Ok(reply) = client.get(format!("{}/ready", replica.base)).send().await
@@ -117,7 +117,7 @@ async fn three_replicas_share_limits_revocations_and_refresh_rotation() {
         start(&url, &redis_url)
     );
     let replicas = [&a, &b, &c];
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let account = json!({"email": "ada@example.com", "password": PASSWORD, "client": "native"});
     assert_eq!(
         post(&client, &a, "/auth/register", account.clone(), None)

@@ -47,7 +47,7 @@ async fn replicas_with_cached_sessions(
         start_replica(database_url, redis_url, OPEN_LIMITS),
         start_replica(database_url, redis_url, OPEN_LIMITS)
     );
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     wait_subscribed(&client, &a, true).await;
     wait_subscribed(&client, &b, true).await;
     let sessions = [
@@ -191,7 +191,7 @@ async fn a_cut_postgres_subscription_empties_the_cache_until_it_is_back() {
         start_replica(&db.url, None, OPEN_LIMITS),
         start_replica(&db.url, None, OPEN_LIMITS)
     );
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     wait_subscribed(&client, &b, true).await;
     let token = ada(&client, &a, "/auth/register", PASSWORD).await;
     let spare = ada(&client, &a, "/auth/login", PASSWORD).await;

@@ -645,7 +645,7 @@ async fn wait_for_redis(app: &TestApp, state: &str) {
 #[tokio::test]
 async fn failed_logins_are_logged_with_a_keyed_account_id_and_the_client_ip() {
     let (child, base, _dir) = super::process::spawn_server(&[]).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     for email in ["ada@example.com", "ada@example.com", "bob@example.com"] {
         let reply = client
             .post(format!("{base}/auth/login"))

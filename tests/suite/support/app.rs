@@ -122,7 +122,7 @@ impl TestApp {
         tokio::spawn(app.serve(async move {
             let _ = stop.await;
         }));
-        let client = reqwest::Client::builder()
+        let client = crate::support::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");

@@ -8,6 +8,17 @@ pub mod smtp;
 
 pub use db::{Backend, TestDatabase};
 
+/// An HTTP client for a test (with the TLS crypto provider the library's client needs).
+pub fn client() -> reqwest::Client {
+    client_builder().build().expect("an HTTP client")
+}
+
+/// A client builder for a test, as [`client`].
+pub fn client_builder() -> reqwest::ClientBuilder {
+    servauth::webhooks::install_crypto_provider();
+    reqwest::Client::builder()
+}
+
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 /// The current time truncated to whole microseconds, the resolution both backends store, so
