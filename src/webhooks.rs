@@ -99,12 +99,7 @@ pub fn start(
         .user_agent(concat!("servauth/", env!("CARGO_PKG_VERSION")))
         .build()?;
     // The store is held weakly between rounds, so a server that stops ends the worker.
-    tokio::spawn(deliver_queued(
-        target,
-        Arc::downgrade(store),
-        clock,
-        client,
-    ));
+    tokio::spawn(deliver_queued(target, Arc::downgrade(store), clock, client));
     Ok(())
 }
 
