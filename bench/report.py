@@ -335,6 +335,13 @@ def summary(run: Path) -> None:
                                 f"{share * 100:.0f} %", share >= 0.3))
             if r:
                 targets.append((f"{b}: {ours} c64 p99 < 10 ms", f"{ms(r['lat_p99_ms'])} ms", r["lat_p99_ms"] < 10))
+    # Forward-auth (issue 19): within 10 % of validate at c64, same backend, same run
+    for b in backends:
+        fa, va = runs.get(f"{b}/authorize-c64"), runs.get(f"{b}/validate-c64")
+        if fa and va:
+            share = ok_rps(fa) / ok_rps(va)
+            targets.append((f"{b}: forward-auth c64 within 10 % of validate c64 ({ok_rps(va):.0f}/s)",
+                            f"{ok_rps(fa):.0f}/s = {share * 100:.0f} %", share >= 0.9))
     # Refresh at c64: PostgreSQL >= 3k/s; SQLite >= 2x the figure before issue 18
     for b in backends:
         r = runs.get(f"{b}/refresh-c64")

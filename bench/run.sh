@@ -441,6 +441,8 @@ run_backend() {  # postgres | sqlite
   for c in $TOKEN_CONNS; do
     wrk_run "$backend/validate-c$c" "$c" validate.lua DATA_DIR="$DATA"
   done
+  # Forward-auth, as a gateway calls it (issue 19: within 10 % of validate at c64).
+  wrk_run "$backend/authorize-c64" 64 authorize.lua DATA_DIR="$DATA"
   if [ "$OPEN_RATE" != 0 ]; then
     oha_run "$backend/validate-open$OPEN_RATE-c$OPEN_CONNS" "$OPEN_CONNS" "$OPEN_RATE" "$URL/api/internal/validate" \
       -m POST -T application/json -H "X-Service-Auth: $INTERNAL_SECRET" -d "{\"token\":\"$tok\"}"

@@ -190,6 +190,11 @@ pub struct Settings {
     #[arg(long, env = "SERVAUTH_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Gateways that may call `/api/internal/authorize` without `X-Service-Auth`, by the
+    /// address they connect from (comma-separated CIDRs or addresses, e.g. `10.0.0.0/8`).
+    #[arg(long, env = "SERVAUTH_FORWARD_AUTH_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
+    pub forward_auth_allow: Vec<ipnet::IpNet>,
+
     /// Minimum password length in characters (8 at the least; NIST asks 15 for single-factor).
     #[arg(long, env = "SERVAUTH_PASSWORD_MIN_LENGTH", default_value_t = 15,
           value_parser = clap::value_parser!(u32).range(8..=128))]
@@ -384,6 +389,8 @@ pub struct Config {
     pub refresh_rate_limit: Quota,
     pub login_failure_limit: Quota,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `SERVAUTH_FORWARD_AUTH_ALLOW`: socket peers that may use forward-auth unauthenticated.
+    pub forward_auth_allow: Vec<ipnet::IpNet>,
     pub password_min_length: usize,
     pub argon2: Argon2Config,
     pub hash_workers: usize,
@@ -630,6 +637,7 @@ impl Settings {
             refresh_rate_limit: self.refresh_rate_limit,
             login_failure_limit: self.login_failure_limit,
             trusted_proxies: self.trusted_proxies,
+            forward_auth_allow: self.forward_auth_allow,
             password_min_length: self.password_min_length as usize,
             argon2: Argon2Config {
                 memory_kib: self.argon2_memory_kib,
@@ -912,6 +920,9 @@ mod tests {
             }
         );
         assert_eq!(config.trusted_proxies.len(), 2);
+        let gateways = settings(&["--forward-auth-allow", "10.0.0.0/8, 192.0.2.7"]).unwrap();
+        assert_eq!(gateways.forward_auth_allow.len(), 2);
+        assert!(settings(&["--forward-auth-allow", "gateway.local"]).is_err());
         assert!(settings(&["--rate-limit", "0/1m"]).is_err());
         assert!(settings(&["--rate-limit", "30"]).is_err());
         assert!(settings(&["--trusted-proxies", "everyone"]).is_err());

@@ -37,7 +37,8 @@ use routes::docs::ApiReference;
 /// Layers run outside-in in the reverse of the order listed: a request gets its id (and its
 /// deadline) first, is then traced, gets its security headers on the way out, CORS answers
 /// preflights, a body that did not arrive in time is answered 408, and a panic anywhere
-/// inside becomes a 500 problem rather than a dropped connection.
+/// inside becomes a 500 problem rather than a dropped connection. Forward-auth alone sits
+/// outside CORS (see below).
 pub fn router(state: AppState) -> Router {
     use routes::{
         admin, auth, docs, email, health, internal, me, mfa, passkeys, password, sessions,
@@ -106,15 +107,30 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(internal::get_user))
         .split_for_parts();
     api.merge(internal_api);
+    // Documented as GET; routed below for every method.
+    let (_, authorize_api) = OpenApiRouter::<AppState>::default()
+        .routes(routes!(internal::authorize_request))
+        .split_for_parts();
+    api.merge(authorize_api);
+    let face = better_auth::face(&state.config);
+    // Forward-auth: every method an app's request may have (a gateway sends the original
+    // one, or GET; never TRACE or CONNECT), and for gateways that cannot add a header,
+    // mounted on an address allowlist alone.
+    use axum::routing::MethodFilter as M;
+    let methods = [M::HEAD, M::POST, M::PUT, M::PATCH, M::DELETE, M::OPTIONS]
+        .into_iter()
+        .fold(M::GET, M::or);
+    let forward_auth = axum::routing::on(methods, internal::authorize_request)
+        .layer(Extension(internal::GatewayFace(face.clone())));
     if state.config.internal_secret.is_some() {
         router = router.merge(internal);
     }
     // The Better Auth face: outside the OpenAPI document (it is Better Auth's protocol, not
     // servauth's), inside every layer below (rate limit, metrics, limits, timeouts, CORS).
-    if let Some(face) = better_auth::router(&state.config) {
+    if let Some(face) = better_auth::router(&state.config, face) {
         router = router.merge(face);
     }
-    router
+    let app = router
         // Only matched routes: their template (`/auth/sessions/{id}`) is the metric label.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -125,13 +141,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::Internal(anyhow::anyhow!(
-                "handler panicked"
-            )))
-        }))
+        .layer(catch_panic())
         .layer(middleware::from_fn(server::refuse_timed_out_bodies))
         .layer(cors(&state.config))
+        .with_state(state.clone());
+    // Forward-auth stands outside CORS, which answers every OPTIONS itself as a preflight:
+    // a gateway passing an OPTIONS request on would read that `200` as "authorized". It reads
+    // no body, so the body limits have nothing to do there either.
+    let mut outer = Router::new();
+    if state.config.internal_secret.is_some() || !state.config.forward_auth_allow.is_empty() {
+        outer = outer
+            .route("/api/internal/authorize", forward_auth)
+            .route_layer(middleware::from_fn(crate::metrics::track))
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .layer(catch_panic());
+    }
+    outer
+        .fallback_service(app)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -155,6 +181,15 @@ pub fn router(state: AppState) -> Router {
             request_id::middleware,
         ))
         .with_state(state)
+}
+
+/// A panic anywhere inside becomes a 500 problem rather than a dropped connection.
+fn catch_panic() -> CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> axum::response::Response> {
+    CatchPanicLayer::custom(|_| {
+        axum::response::IntoResponse::into_response(ApiError::Internal(anyhow::anyhow!(
+            "handler panicked"
+        )))
+    })
 }
 
 /// CORS for the browser origins of `SERVAUTH_CORS_ORIGINS`: exactly those get

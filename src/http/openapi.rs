@@ -89,6 +89,8 @@ pub fn base() -> OpenApi {
     for (name, response) in problem_responses() {
         components = components.response(name, response);
     }
+    let (name, response) = <ForwardAuthAllowed as ToResponse>::response();
+    components = components.response(name, response);
     OpenApiBuilder::new()
         .info(info)
         .tags(Some(tags()))
@@ -356,7 +358,15 @@ problem_responses! {
     ).build();
     /// 404 of the internal routes when they are not mounted.
     InternalDisabled => problem(
-        "`not_found`: the internal routes are not enabled (`SERVAUTH_INTERNAL_SECRET` is unset).",
+        "`not_found`: the internal routes are not enabled (`SERVAUTH_INTERNAL_SECRET` is unset; \
+         for forward-auth, `SERVAUTH_FORWARD_AUTH_ALLOW` as well).",
+        "Problem",
+    ).build();
+    /// 403 of forward-auth.
+    GatewayRefused => problem(
+        "`forbidden`: the caller is no gateway servauth knows (no valid `X-Service-Auth`, and \
+         its address is not in `SERVAUTH_FORWARD_AUTH_ALLOW`); `email_not_verified`: \
+         `SERVAUTH_REQUIRE_VERIFIED_EMAIL` is set and the user's address is not verified.",
         "Problem",
     ).build();
     /// 409 of the operations that set an email address or a username.
@@ -486,6 +496,54 @@ pub enum ClientKind {
     Browser,
     /// The refresh token in the body; no cookies, no CSRF token.
     Native,
+}
+
+/// 200 of forward-auth: the caller, in headers, for the gateway to pass upstream.
+pub struct ForwardAuthAllowed;
+
+impl<'r> ToResponse<'r> for ForwardAuthAllowed {
+    fn response() -> (&'r str, RefOr<Response>) {
+        let header = |format: Option<&str>, description: &str| {
+            let mut schema = ObjectBuilder::new().schema_type(Type::String);
+            if let Some(format) = format {
+                schema = schema.format(Some(utoipa::openapi::schema::SchemaFormat::Custom(
+                    format.to_owned(),
+                )));
+            }
+            HeaderBuilder::new()
+                .schema(Some(schema))
+                .description(Some(description))
+                .build()
+        };
+        let response = ResponseBuilder::new()
+            .description("The request may go on: who made it, and how they authenticated. No body.")
+            .header("X-Auth-User-Id", header(Some("uuid"), "The user's id."))
+            .header(
+                "X-Auth-Session-Id",
+                header(Some("uuid"), "The session's id."),
+            )
+            .header(
+                "X-Auth-Role",
+                header(None, "`user` or `admin` (the stored role, now)."),
+            )
+            .header("X-Auth-Email", header(None, "The user's email address."))
+            .header(
+                "X-Auth-Email-Verified",
+                header(
+                    None,
+                    "`true` or `false` (now, not when the token was issued).",
+                ),
+            )
+            .header(
+                "X-Auth-Amr",
+                header(
+                    None,
+                    "How the user authenticated (RFC 8176), comma-separated: `pwd`, `pwd,otp`, …",
+                ),
+            )
+            .build();
+        ("ForwardAuthAllowed", RefOr::T(response))
+    }
 }
 
 #[cfg(test)]

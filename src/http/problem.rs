@@ -39,6 +39,9 @@ pub enum ApiError {
     /// `503`: the server is still connecting to its database at start.
     #[error("not ready")]
     NotReady,
+    /// `403`: a forward-auth caller that is no known gateway.
+    #[error("gateway refused")]
+    GatewayRefused,
     /// `500`: something unexpected; logged here, never described to the client.
     #[error(transparent)]
     Internal(anyhow::Error),
@@ -305,6 +308,13 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
                 "The server is starting. Retry shortly.",
+                Challenge::None,
+            ),
+            Self::GatewayRefused => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forward-auth needs X-Service-Auth or a gateway address in \
+                 SERVAUTH_FORWARD_AUTH_ALLOW.",
                 Challenge::None,
             ),
             Self::Internal(_) => internal(),

@@ -1,6 +1,7 @@
-//! The deployment files under `deploy/` (Dockerfile, compose, Kubernetes, Helm) against the
-//! binary: every setting they name is one `servauth serve` reads, each flavour sets the
-//! essential ones, and each gives servauth longer to stop than its own shutdown grace.
+//! The deployment files under `deploy/` (Dockerfile, compose, Kubernetes, Helm, gateways)
+//! against the binary: every setting they name is one `servauth serve` reads, each flavour
+//! sets the essential ones, each gives servauth longer to stop than its own shutdown grace,
+//! and each gateway passes every identity header.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -224,4 +225,52 @@ fn each_flavour_lets_servauth_finish_its_shutdown_grace() {
             "{flavour}: terminationGracePeriodSeconds {termination} <= preStop {pre_stop}s + {grace:?}"
         );
     }
+}
+
+/// The identity headers forward-auth answers with (`docs/API.md`, "Forward-auth"; the
+/// gateway tests check that servauth sends exactly these).
+const IDENTITY_HEADERS: [&str; 6] = [
+    "X-Auth-User-Id",
+    "X-Auth-Session-Id",
+    "X-Auth-Role",
+    "X-Auth-Email",
+    "X-Auth-Email-Verified",
+    "X-Auth-Amr",
+];
+
+/// The Traefik configuration, which no test can run (Traefik is not in Debian), names the
+/// forward-auth route and replaces every identity header; the nginx and Caddy files name
+/// each too (the gateway tests run those two).
+#[test]
+fn each_gateway_configuration_passes_every_identity_header() {
+    let dir = deploy_dir().join("gateways");
+    let traefik = read(&dir.join("traefik.yaml"));
+    assert!(traefik.contains("address: \"http://servauth:8080/api/internal/authorize\""));
+    let copied: Vec<&str> = traefik
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("authResponseHeaders:"))
+        .skip(1)
+        .map_while(|line| line.trim_start().strip_prefix("- "))
+        .collect();
+    assert_eq!(copied, IDENTITY_HEADERS, "traefik.yaml authResponseHeaders");
+    let nginx = read(&dir.join("nginx.conf"));
+    let caddy = read(&dir.join("Caddyfile"));
+    for header in IDENTITY_HEADERS {
+        let variable = format!("$upstream_http_{}", header.to_lowercase().replace('-', "_"));
+        assert!(nginx.contains(&variable), "nginx.conf: {variable}");
+        assert!(
+            nginx.contains(&format!("proxy_set_header {header} ")),
+            "nginx.conf: {header}"
+        );
+        assert!(
+            caddy.contains(&format!("request_header -{header}\n")),
+            "Caddyfile: {header}"
+        );
+    }
+    let copy_line = caddy
+        .lines()
+        .find(|line| line.trim_start().starts_with("copy_headers "))
+        .expect("Caddyfile: copy_headers");
+    let copied: Vec<&str> = copy_line.split_whitespace().skip(1).collect();
+    assert_eq!(copied, IDENTITY_HEADERS, "Caddyfile copy_headers");
 }

@@ -76,13 +76,23 @@ impl Face {
     }
 }
 
-/// The face's routes, or, without a secret, a 404 for everything under `/api/auth` (and a
-/// start-up log line saying why). `None` when `SERVAUTH_BETTER_AUTH=false`.
-pub fn router(config: &Config) -> Option<Router<AppState>> {
+/// The face's settings when it is on: mounted (`SERVAUTH_BETTER_AUTH`) and with a secret.
+pub fn face(config: &Config) -> Option<Arc<Face>> {
+    config
+        .better_auth
+        .then(|| Face::new(config))
+        .flatten()
+        .map(Arc::new)
+}
+
+/// The face's routes over `face` (from [`face`]), or, without a secret, a 404 for everything
+/// under `/api/auth` (and a start-up log line saying why). `None` when
+/// `SERVAUTH_BETTER_AUTH=false`.
+pub fn router(config: &Config, face: Option<Arc<Face>>) -> Option<Router<AppState>> {
     if !config.better_auth {
         return None;
     }
-    let Some(face) = Face::new(config) else {
+    let Some(face) = face else {
         tracing::warn!(
             "Better Auth face off: set SERVAUTH_BETTER_AUTH_SECRET (or BETTER_AUTH_SECRET) to \
              serve /api/auth; until then it answers 404"
@@ -130,7 +140,7 @@ pub fn router(config: &Config) -> Option<Router<AppState>> {
             route.head(not_found).fallback(not_found),
         );
     }
-    Some(router.layer(Extension(Arc::new(face))))
+    Some(router.layer(Extension(face)))
 }
 
 fn post<H, T>(handler: H) -> MethodRouter<AppState>
@@ -334,37 +344,9 @@ impl Call {
         response
     }
 
-    /// The session token the request presents, if any: a valid `Authorization: Bearer`
-    /// (raw or signed; a bad one is ignored, as Better Auth's bearer plugin ignores it),
-    /// else the signed session cookie.
+    /// The session token the request presents, if any: see [`presented`].
     fn presented(&self) -> Presented {
-        if let Some(token) = self.bearer() {
-            return Presented::Token(token);
-        }
-        match cookies::read_cookie(&self.headers, &self.face.session_cookie) {
-            None => Presented::Nothing,
-            Some(value) => match self.face.signer.verify(&value) {
-                Some(token) => Presented::Token(token.to_owned()),
-                None => Presented::Forged,
-            },
-        }
-    }
-
-    fn bearer(&self) -> Option<String> {
-        let value = self.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let scheme = value.get(..7)?;
-        if !scheme.eq_ignore_ascii_case("bearer ") {
-            return None;
-        }
-        let token = value.get(7..)?.trim();
-        if token.is_empty() {
-            return None;
-        }
-        if token.contains('.') {
-            let decoded = cookies::decode_component(token);
-            return self.face.signer.verify(&decoded).map(str::to_owned);
-        }
-        Some(token.to_owned())
+        presented(&self.face, &self.headers)
     }
 
     /// The caller's live session, if the request presents one. `any`: an unverified user's
@@ -396,6 +378,48 @@ impl Call {
     fn dont_remember(&self) -> bool {
         cookies::read_cookie(&self.headers, &self.face.dont_remember_cookie)
             .is_some_and(|value| self.face.signer.verify(&value) == Some("true"))
+    }
+}
+
+/// The session token a request presents, if any: a valid `Authorization: Bearer` (raw or
+/// signed; a bad one is ignored, as Better Auth's bearer plugin ignores it), else the signed
+/// session cookie.
+fn presented(face: &Face, headers: &HeaderMap) -> Presented {
+    if let Some(token) = bearer(face, headers) {
+        return Presented::Token(token);
+    }
+    match cookies::read_cookie(headers, &face.session_cookie) {
+        None => Presented::Nothing,
+        Some(value) => match face.signer.verify(&value) {
+            Some(token) => Presented::Token(token.to_owned()),
+            None => Presented::Forged,
+        },
+    }
+}
+
+fn bearer(face: &Face, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case("bearer ") {
+        return None;
+    }
+    let token = value.get(7..)?.trim();
+    if token.is_empty() {
+        return None;
+    }
+    if token.contains('.') {
+        let decoded = cookies::decode_component(token);
+        return face.signer.verify(&decoded).map(str::to_owned);
+    }
+    Some(token.to_owned())
+}
+
+/// The Better Auth session token a request to another face presents (forward-auth reads
+/// it): as the face itself reads it, `None` for none or a forged one.
+pub fn session_token(face: &Face, headers: &HeaderMap) -> Option<String> {
+    match presented(face, headers) {
+        Presented::Token(token) => Some(token),
+        Presented::Nothing | Presented::Forged => None,
     }
 }
 

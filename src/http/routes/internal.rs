@@ -1,8 +1,14 @@
 //! `/api/internal/*`: for the API gateway and other services, behind `X-Service-Auth`. The
-//! router mounts these routes only when `SERVAUTH_INTERNAL_SECRET` is set (the OpenAPI
-//! document lists them either way).
+//! router mounts these routes only when `SERVAUTH_INTERNAL_SECRET` is set (forward-auth also
+//! when `SERVAUTH_FORWARD_AUTH_ALLOW` is); the OpenAPI document lists them either way.
 
-use axum::Json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
@@ -10,11 +16,12 @@ use uuid::Uuid;
 
 use super::me::UserView;
 use crate::app::Services;
-use crate::domain::{AuthError, FieldError};
-use crate::http::extract::{PathId, ServiceCredential};
+use crate::domain::{AuthError, Caller, FieldError};
+use crate::http::better_auth::{self, Face};
+use crate::http::extract::{Bearer, PathId, ServiceCredential};
 use crate::http::openapi::{
-    self, InternalDisabled, InvalidJson, JsonBodyProblems, NotReady, ServiceAuthRefused,
-    UserNotFound,
+    self, AccessTokenRefused, ForwardAuthAllowed, GatewayRefused, InternalDisabled, InvalidJson,
+    JsonBodyProblems, NotReady, ServiceAuthRefused, UserNotFound,
 };
 use crate::http::{ApiError, ApiJson};
 use crate::store::Role;
@@ -164,4 +171,125 @@ pub async fn get_user(
         .await?
         .ok_or(AuthError::NotFound)?;
     Ok(Json(user.into()))
+}
+
+/// The Better Auth face's settings, for forward-auth to read its session cookie; `None`
+/// when the face is off.
+#[derive(Clone)]
+pub struct GatewayFace(pub Option<Arc<Face>>);
+
+/// The identity headers of an authorized request (the gateway copies them upstream).
+const USER_ID: HeaderName = HeaderName::from_static("x-auth-user-id");
+const SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id");
+const ROLE: HeaderName = HeaderName::from_static("x-auth-role");
+const EMAIL: HeaderName = HeaderName::from_static("x-auth-email");
+const EMAIL_VERIFIED: HeaderName = HeaderName::from_static("x-auth-email-verified");
+const AMR: HeaderName = HeaderName::from_static("x-auth-amr");
+
+/// Authorize a request (forward-auth)
+///
+/// For gateways (nginx `auth_request`, Caddy `forward_auth`, Traefik `forwardAuth`): the
+/// original request's headers come along, and its credential is checked as validate checks
+/// one, revocations included: `Authorization: Bearer` with an access token, else (when the
+/// Better Auth face is on) a Better Auth session token as bearer or the face's signed
+/// session cookie. `200` with the caller in `X-Auth-*` headers and no body, or `401` with
+/// `WWW-Authenticate`. GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS are answered alike
+/// (gateways send the original method or `GET`); the request's body is never read. The
+/// gateway sends `X-Service-Auth`, or connects from an address in
+/// `SERVAUTH_FORWARD_AUTH_ALLOW`; anything else is `403` (but a request without
+/// `Authorization` or `Cookie` is `401 missing_credentials` from anyone). Mounted only when
+/// one of those two is configured.
+#[utoipa::path(get, path = "/api/internal/authorize", tag = "internal",
+    security(("service_auth" = [], "bearer" = [])),
+    responses(
+        (status = 200, response = ForwardAuthAllowed),
+        (status = 401, response = AccessTokenRefused),
+        (status = 403, response = GatewayRefused),
+        (status = 404, response = InternalDisabled),
+        (status = 503, response = NotReady),
+    ))]
+pub async fn authorize_request(
+    services: Services,
+    credential: ServiceCredential,
+    Bearer(bearer): Bearer,
+    Extension(GatewayFace(face)): Extension<GatewayFace>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    // A request with no credential at all is told so first (that tells nothing, and checks
+    // nothing); any credential it presents is looked at only for a known gateway.
+    if let AuthError::MissingCredentials = missing_or_invalid(request.headers()) {
+        return Err(AuthError::MissingCredentials.into());
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip().to_canonical());
+    let allowed = peer.is_some_and(|ip| {
+        services
+            .config
+            .forward_auth_allow
+            .iter()
+            .any(|net| net.contains(&ip))
+    });
+    if !allowed {
+        let secret = services.service_secret.as_ref();
+        if secret.is_none_or(|secret| secret.check(credential.0.as_deref()).is_err()) {
+            return Err(ApiError::GatewayRefused);
+        }
+    }
+    let caller = match (bearer, face) {
+        // An access token is a JWT: three dot-separated parts. Anything else is a Better Auth
+        // session token, raw or signed, read the way the face reads it.
+        (Some(token), _) if token.split('.').count() == 3 => {
+            services.sessions.authenticate(Some(&token)).await?
+        }
+        (_, Some(face)) => match better_auth::session_token(&face, request.headers()) {
+            Some(token) => services.sessions.authenticate_token(&token).await?.caller,
+            None => return Err(missing_or_invalid(request.headers()).into()),
+        },
+        (Some(_), None) => return Err(AuthError::InvalidToken.into()),
+        (None, None) => return Err(AuthError::MissingCredentials.into()),
+    };
+    Ok((StatusCode::OK, identity_headers(&caller)).into_response())
+}
+
+/// No usable session token: `invalid_token` when one was sent (a forged cookie, a bad
+/// bearer), else `missing_credentials`.
+fn missing_or_invalid(headers: &HeaderMap) -> AuthError {
+    let sent = headers.contains_key(axum::http::header::AUTHORIZATION)
+        || headers.contains_key(axum::http::header::COOKIE);
+    if sent {
+        AuthError::InvalidToken
+    } else {
+        AuthError::MissingCredentials
+    }
+}
+
+/// `X-Auth-*` for `caller`. Every header is always there, so a gateway that copies them
+/// replaces whatever the client sent under those names.
+fn identity_headers(caller: &Caller) -> HeaderMap {
+    let user = &caller.user;
+    let mut headers = HeaderMap::with_capacity(6);
+    let text = |value: &str| HeaderValue::from_str(value).ok();
+    let values = [
+        (USER_ID, text(&user.id.to_string())),
+        (SESSION_ID, text(&caller.claims.sid.to_string())),
+        (ROLE, Some(HeaderValue::from_static(user.role.as_str()))),
+        // An address is printable ASCII, or UTF-8 (an internationalized one), which a
+        // header carries as its raw bytes.
+        (EMAIL, HeaderValue::from_bytes(user.email.as_bytes()).ok()),
+        (
+            EMAIL_VERIFIED,
+            Some(HeaderValue::from_static(if user.email_verified {
+                "true"
+            } else {
+                "false"
+            })),
+        ),
+        (AMR, text(&caller.claims.amr.join(","))),
+    ];
+    for (name, value) in values {
+        headers.insert(name, value.unwrap_or_else(|| HeaderValue::from_static("")));
+    }
+    headers
 }

@@ -6,6 +6,7 @@ mod better_auth;
 mod browser;
 mod cli;
 mod conventions;
+mod gateways;
 mod identity;
 mod import;
 mod internal;

@@ -47,6 +47,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/admin/outbox"),
     ("post", "/api/internal/validate"),
     ("get", "/api/internal/users/{id}"),
+    ("get", "/api/internal/authorize"),
     ("get", "/auth/mfa"),
     ("post", "/auth/mfa/totp"),
     ("delete", "/auth/mfa/totp"),
@@ -115,6 +116,7 @@ const PROBLEMS: &[(&str, &[u16])] = &[
     ("revoke_all_sessions", &[401, 503]),
     ("validate_token", &[400, 401, 404, 408, 413, 415, 422, 503]),
     ("get_user", &[401, 404, 503]),
+    ("authorize_request", &[401, 403, 404, 503]),
     ("list_users", &[401, 403, 422, 503]),
     (
         "create_user",
@@ -411,6 +413,11 @@ async fn the_security_schemes_are_declared_and_used(backend: Backend) {
         };
         assert_eq!(security(method, path), json!([{"service_auth": []}]));
     }
+    assert_eq!(
+        security("get", "/api/internal/authorize"),
+        json!([{"service_auth": [], "bearer": []}]),
+        "the gateway's secret with the original request's bearer"
+    );
     for (method, path) in [
         ("post", "/auth/register"),
         ("post", "/auth/login"),
@@ -435,6 +442,7 @@ async fn internal_routes_are_documented_even_when_not_mounted(backend: Backend) 
     let unmounted = document(&without).await;
     assert!(unmounted["paths"]["/api/internal/validate"]["post"].is_object());
     assert!(unmounted["paths"]["/api/internal/users/{id}"]["get"].is_object());
+    assert!(unmounted["paths"]["/api/internal/authorize"]["get"].is_object());
     let description = unmounted["paths"]["/api/internal/validate"]["post"]["description"]
         .as_str()
         .unwrap();

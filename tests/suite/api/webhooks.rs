@@ -257,7 +257,89 @@ async fn redirects_are_never_followed(backend: Backend) {
     assert_eq!(received.len(), 16, "8 attempts for each of the 2 events");
 }
 
+/// A receiver that accepts connections and never answers (and, for a second server, one
+/// that is unreachable) holds up neither the requests whose events it should get nor the
+/// mail of the same outbox.
+async fn a_hanging_or_unreachable_receiver_blocks_neither_requests_nor_mail(backend: Backend) {
+    let Some(smtp) = crate::support::smtp::SmtpSink::start().await else {
+        return;
+    };
+    // Hangs: every connection is accepted, read from and never answered (held until the test ends).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging = format!("http://{}/hook", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    // Unreachable: a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unreachable = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+
+    for (url, hangs) in [(hanging, true), (unreachable, false)] {
+        let Some(app) = TestApp::spawn_with(
+            backend,
+            &[
+                "--internal-secret",
+                SERVICE,
+                "--webhook-url",
+                &url,
+                "--webhook-secret",
+                SECRET,
+                "--smtp-url",
+                &smtp.url(),
+            ],
+        )
+        .await
+        else {
+            return;
+        };
+        let email = if hangs {
+            "ada@example.com"
+        } else {
+            "bob@example.com"
+        };
+        app.register(email).await;
+        if hangs {
+            let started = Instant::now();
+            while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "no delivery attempt"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // While the webhook delivery hangs (or fails), requests are answered and mail goes out.
+        let forgot = app
+            .post("/auth/password/forgot", serde_json::json!({"email": email}))
+            .await;
+        assert_eq!(forgot.status, reqwest::StatusCode::ACCEPTED);
+        smtp.wait_for(email, "Confirm your email address").await;
+        smtp.wait_for(email, "Reset your password").await;
+        let outbox = app
+            .client
+            .request(Method::GET, app.url("/admin/outbox"))
+            .header("x-service-auth", SERVICE)
+            .send()
+            .await
+            .unwrap();
+        let outbox = read(outbox).await.body;
+        assert!(
+            outbox["pending"].as_u64().unwrap() >= 1,
+            "the events wait for their receiver: {outbox:#}"
+        );
+        assert_eq!(outbox["dead"], 0, "{outbox:#}");
+    }
+}
+
 crate::support::both_backends!(
     audit_events_arrive_signed_and_failed_deliveries_are_retried,
     redirects_are_never_followed,
+    a_hanging_or_unreachable_receiver_blocks_neither_requests_nor_mail,
 );
