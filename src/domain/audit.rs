@@ -17,7 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::store::{AuditRecord, NewMessage, Store};
+use crate::store::{AuditRecord, AuditWrite, NewMessage, Store};
 
 /// The outbox's kind for webhook deliveries.
 pub const WEBHOOK: &str = "webhook";
@@ -293,20 +293,37 @@ impl Audit {
 
     /// Records one event, with the current request's origin.
     pub async fn record(&self, entry: Entry) {
-        let record = self.record_for(entry, self.clock.now(), Origin::current());
-        let event = record.event.clone();
-        let webhook = self.webhooks.then(|| NewMessage {
-            id: Uuid::now_v7(),
-            kind: WEBHOOK,
-            payload: webhook_payload(&record).into_bytes(),
-            now: record.at,
-        });
-        if let Err(error) = self.store.append_audit_event(record, webhook).await {
+        let write = self.prepare(entry);
+        let event = write.event.event.clone();
+        if let Err(error) = self
+            .store
+            .append_audit_event(write.event, write.webhook)
+            .await
+        {
             metrics::counter!("servauth_audit_failures_total").increment(1);
             tracing::error!(event, error = %error, "audit event not recorded");
         } else {
-            metrics::counter!("servauth_audit_events_total", "event" => event).increment(1);
+            Self::written(&event);
         }
+    }
+
+    /// The event, with the current request's origin (and its webhook delivery), for a
+    /// store call that writes it in its own transaction; [`Self::written`] once that
+    /// committed.
+    pub fn prepare(&self, entry: Entry) -> AuditWrite {
+        let event = self.record_for(entry, self.clock.now(), Origin::current());
+        let webhook = self.webhooks.then(|| NewMessage {
+            id: Uuid::now_v7(),
+            kind: WEBHOOK,
+            payload: webhook_payload(&event).into_bytes(),
+            now: event.at,
+        });
+        AuditWrite { event, webhook }
+    }
+
+    /// Counts an event written (`servauth_audit_events_total`).
+    pub fn written(event: &str) {
+        metrics::counter!("servauth_audit_events_total", "event" => event.to_owned()).increment(1);
     }
 
     fn record_for(&self, entry: Entry, at: DateTime<Utc>, origin: Origin) -> AuditRecord {

@@ -10,8 +10,8 @@ use super::tokens::{TokenError, opaque_token, successor, token_hash};
 use super::{AccessClaims, AccessTokens, AuthError, SigningKeys};
 use crate::clock::Clock;
 use crate::store::{
-    NewSession, NewTokenSession, RefreshTokenRecord, Rotation, RotationOutcome, SessionRecord,
-    Store, UserRecord,
+    AuditWrite, NewSession, NewTokenSession, RefreshTokenRecord, Rotation, RotationOutcome,
+    SessionRecord, Store, UserRecord,
 };
 
 /// Which kind of client a session is for (see the contract's "Two kinds of client").
@@ -213,15 +213,20 @@ impl Sessions {
         Ok(())
     }
 
-    async fn record_sign_in(&self, user: &UserRecord, session: &SessionRecord, face: &str) {
-        self.audit
-            .record(
-                Entry::by_user(EventType::SignedIn, user.id)
-                    .session(session.id)
-                    .with("amr", session.amr.join(" "))
-                    .with("face", face),
-            )
-            .await;
+    /// The audit event of a sign-in into the session `session_id`, written with it.
+    fn sign_in_event(
+        &self,
+        user: &UserRecord,
+        session_id: Uuid,
+        amr: &str,
+        face: &str,
+    ) -> AuditWrite {
+        self.audit.prepare(
+            Entry::by_user(EventType::SignedIn, user.id)
+                .session(session_id)
+                .with("amr", amr)
+                .with("face", face),
+        )
     }
 
     /// The keys that sign and verify access tokens now.
@@ -260,10 +265,18 @@ impl Sessions {
         let refresh_expires_at = (now + self.lifetimes.refresh).min(expires_at);
         let refresh_token = opaque_token();
         let csrf_token = (kind == ClientKind::Browser).then(opaque_token);
+        let id = Uuid::now_v7();
+        let signed_in = if amr.is_empty() {
+            super::AMR_PWD.to_owned()
+        } else {
+            amr.join(" ")
+        };
+        let audit = self.sign_in_event(user, id, &signed_in, "rest");
+        let event = audit.event.event.clone();
         let session = self
             .store
             .create_session(NewSession {
-                id: Uuid::now_v7(),
+                id,
                 user_id: user.id,
                 csrf_hash: csrf_token.as_deref().map(token_hash),
                 user_agent: meta
@@ -275,14 +288,15 @@ impl Sessions {
                 refresh_hash: token_hash(&refresh_token),
                 refresh_expires_at,
                 password_hash,
+                audit: Some(audit),
             })
             .await?
             .ok_or_else(|| {
                 tracing::info!(user.id = %user.id, "login refused: the password changed meanwhile");
                 AuthError::InvalidCredentials
             })?;
+        Audit::written(&event);
         let session = self.authenticated_as(session, amr, now).await?;
-        self.record_sign_in(user, &session, "rest").await;
         self.issue(user, &session, now, refresh_token, csrf_token)
     }
 
@@ -351,10 +365,13 @@ impl Sessions {
             better_auth_lifetimes::SHORT
         };
         let token = better_auth_token();
+        let id = Uuid::now_v7();
+        let audit = self.sign_in_event(user, id, super::AMR_PWD, "better_auth");
+        let event = audit.event.event.clone();
         let session = self
             .store
             .create_token_session(NewTokenSession {
-                id: Uuid::now_v7(),
+                id,
                 user_id: user.id,
                 token_hash: token_hash(&token),
                 remember,
@@ -365,13 +382,14 @@ impl Sessions {
                 now,
                 expires_at: (now + lifetime).min(now + self.lifetimes.session),
                 password_hash,
+                audit: Some(audit),
             })
             .await?
             .ok_or_else(|| {
                 tracing::info!(user.id = %user.id, "sign-in refused: the password changed meanwhile");
                 AuthError::InvalidCredentials
             })?;
-        self.record_sign_in(user, &session, "better_auth").await;
+        Audit::written(&event);
         Ok(OpenedTokenSession { token, session })
     }
 

@@ -43,6 +43,14 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
+/// An audit event written in the same transaction as the change it records (a sign-in's
+/// with its session), with its webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditWrite {
+    pub event: AuditRecord,
+    pub webhook: Option<super::NewMessage>,
+}
+
 /// Which audit events to list: newest first, `limit` of them, older than `before` (the
 /// cursor: the last id of the previous page).
 #[derive(Debug, Clone, Default)]
@@ -230,6 +238,37 @@ macro_rules! impl_admin_store {
             Ok(Some(in_force && others == 0))
         }
 
+        /// Inserts an audit event, and queues its webhook delivery, in the caller's
+        /// transaction.
+        async fn insert_audit(
+            tx: &mut <$db as sqlx::Database>::Connection,
+            event: &$crate::store::AuditRecord,
+            webhook: Option<&$crate::store::NewMessage>,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(sqlx::AssertSqlSafe($sql(
+                "INSERT INTO audit_events (id, at, event, user_id, actor, actor_id, \
+                 session_id, ip, user_agent, request_id, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )))
+            .bind($id(event.id))
+            .bind($at(event.at))
+            .bind(&event.event)
+            .bind(event.user_id.map($id))
+            .bind(&event.actor)
+            .bind(event.actor_id.map($id))
+            .bind(event.session_id.map($id))
+            .bind(&event.ip)
+            .bind(&event.user_agent)
+            .bind(&event.request_id)
+            .bind(&event.detail)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(webhook) = webhook {
+                insert_message(&mut *tx, webhook).await?;
+            }
+            Ok(())
+        }
+
         async fn fetch_user(
             tx: &mut <$db as sqlx::Database>::Connection,
             id: Uuid,
@@ -253,27 +292,7 @@ macro_rules! impl_admin_store {
                 webhook: Option<$crate::store::NewMessage>,
             ) -> StoreResult<()> {
                 let mut tx = $begin(self).await?;
-                sqlx::query(sqlx::AssertSqlSafe($sql(
-                    "INSERT INTO audit_events (id, at, event, user_id, actor, actor_id, \
-                     session_id, ip, user_agent, request_id, detail) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )))
-                .bind($id(event.id))
-                .bind($at(event.at))
-                .bind(&event.event)
-                .bind(event.user_id.map($id))
-                .bind(&event.actor)
-                .bind(event.actor_id.map($id))
-                .bind(event.session_id.map($id))
-                .bind(&event.ip)
-                .bind(&event.user_agent)
-                .bind(&event.request_id)
-                .bind(&event.detail)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(webhook) = &webhook {
-                    insert_message(&mut tx, webhook).await?;
-                }
+                insert_audit(&mut tx, &event, webhook.as_ref()).await?;
                 tx.commit().await?;
                 Ok(())
             }

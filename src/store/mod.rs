@@ -22,7 +22,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use admin::{AdminOutcome, AdminStore, AdminUpdate, AuditFilter, AuditRecord, Ban, UserFilter};
+pub use admin::{
+    AdminOutcome, AdminStore, AdminUpdate, AuditFilter, AuditRecord, AuditWrite, Ban, UserFilter,
+};
 pub use cached::CachedStore;
 pub use factors::{
     ChallengeRecord, FactorKind, FactorRecord, FactorStore, NewChallenge, SessionAuthentication,
@@ -202,6 +204,8 @@ pub struct NewSession {
     pub refresh_expires_at: DateTime<Utc>,
     /// The password hash the login was verified against, if it was a password login.
     pub password_hash: Option<String>,
+    /// The sign-in's audit event, written in the same transaction as the session.
+    pub audit: Option<AuditWrite>,
 }
 
 /// A session as stored.
@@ -256,6 +260,8 @@ pub struct NewTokenSession {
     pub expires_at: DateTime<Utc>,
     /// As [`NewSession::password_hash`].
     pub password_hash: Option<String>,
+    /// As [`NewSession::audit`].
+    pub audit: Option<AuditWrite>,
 }
 
 /// A refresh token as stored, with its session, whatever their state (the caller judges:

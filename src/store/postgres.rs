@@ -46,6 +46,83 @@ use super::{
 };
 use crate::domain::Email;
 
+/// The CTEs that write a statement's audit event and its webhook delivery from its `created`
+/// row (none when the statement created nothing), with the parameters' numbers: the event's
+/// 11 columns, then the delivery's 4; a NULL event id (or delivery id) writes none.
+macro_rules! audited_ctes {
+    ($id:literal, $at:literal, $event:literal, $user:literal, $actor:literal,
+     $actor_id:literal, $session:literal, $ip:literal, $agent:literal, $request:literal,
+     $detail:literal, $message:literal, $kind:literal, $payload:literal, $now:literal) => {
+        concat!(
+            "audited AS (INSERT INTO audit_events (id, at, event, user_id, actor, actor_id, \
+             session_id, ip, user_agent, request_id, detail) SELECT ",
+            $id,
+            ", ",
+            $at,
+            ", ",
+            $event,
+            ", ",
+            $user,
+            ", ",
+            $actor,
+            ", ",
+            $actor_id,
+            ", ",
+            $session,
+            ", ",
+            $ip,
+            ", ",
+            $agent,
+            ", ",
+            $request,
+            ", ",
+            $detail,
+            " FROM created WHERE ",
+            $id,
+            "::uuid IS NOT NULL), ",
+            "queued AS (INSERT INTO outbox (id, kind, payload, created_at, attempts, \
+             next_attempt_at) SELECT ",
+            $message,
+            ", ",
+            $kind,
+            ", ",
+            $payload,
+            ", ",
+            $now,
+            ", 0, ",
+            $now,
+            " FROM created WHERE ",
+            $message,
+            "::uuid IS NOT NULL)"
+        )
+    };
+}
+
+/// Binds the parameters of [`audited_ctes!`], in its order: NULLs for what is absent.
+fn bind_audit<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    audit: Option<&'q super::AuditWrite>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let event = audit.map(|audit| &audit.event);
+    let webhook = audit.and_then(|audit| audit.webhook.as_ref());
+    query
+        .bind(event.map(|event| event.id))
+        .bind(event.map(|event| event.at))
+        .bind(event.map(|event| event.event.as_str()))
+        .bind(event.and_then(|event| event.user_id))
+        .bind(event.map(|event| event.actor.as_str()))
+        .bind(event.and_then(|event| event.actor_id))
+        .bind(event.and_then(|event| event.session_id))
+        .bind(event.and_then(|event| event.ip.as_deref()))
+        .bind(event.and_then(|event| event.user_agent.as_deref()))
+        .bind(event.and_then(|event| event.request_id.as_deref()))
+        .bind(event.and_then(|event| event.detail.as_deref()))
+        .bind(webhook.map(|message| message.id))
+        .bind(webhook.map(|message| message.kind))
+        .bind(webhook.map(|message| message.payload.as_slice()))
+        .bind(webhook.map(|message| message.now))
+}
+
 /// The embedded migrations. sqlx's migrator takes a session-level advisory lock (keyed on the
 /// database name) around the whole run, so replicas starting together apply each migration
 /// exactly once. Locking is on by default and must stay on: do not call `set_locking(false)`.
@@ -741,9 +818,10 @@ impl Store for PostgresStore {
     /// five: BEGIN, the check, two INSERTs, COMMIT). The check's `FOR SHARE` waits for a reset
     /// or change holding the user row, then re-checks the hash on the committed row; once
     /// taken, it makes them wait for this statement's commit, after which their revocation
-    /// sees this session. With no user row (or another hash), both INSERTs see no rows.
+    /// sees this session. With no user row (or another hash), the INSERTs see no rows. The
+    /// sign-in's audit event (and its webhook delivery) is part of the same statement.
     async fn create_session(&self, session: NewSession) -> StoreResult<Option<SessionRecord>> {
-        let row = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "WITH checked AS (\
                  SELECT id FROM users \
                  WHERE id = $2 AND ($7::text IS NULL OR password_hash = $7) \
@@ -756,7 +834,12 @@ impl Store for PostgresStore {
             "), token AS (\
                  INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at, \
                  csrf_hash) SELECT $8, id, $5, $9, $10 FROM created\
-             ) SELECT ",
+             ), ",
+            audited_ctes!(
+                "$11", "$12", "$13", "$14", "$15", "$16", "$17", "$18", "$19", "$20", "$21", "$22",
+                "$23", "$24", "$25"
+            ),
+            " SELECT ",
             session_columns!(),
             " FROM created"
         ))
@@ -769,9 +852,10 @@ impl Store for PostgresStore {
         .bind(&session.password_hash)
         .bind(&session.refresh_hash)
         .bind(session.refresh_expires_at)
-        .bind(&session.csrf_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        .bind(&session.csrf_hash);
+        let row = bind_audit(query, session.audit.as_ref())
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(session_from_row).transpose()?)
     }
 
@@ -790,15 +874,25 @@ impl Store for PostgresStore {
     ) -> StoreResult<Option<SessionRecord>> {
         // The user row is held (`FOR SHARE`) as in `create_session`: a concurrent reset or
         // change either comes first and refuses the session or comes after and revokes it.
-        let row = sqlx::query(concat!(
+        // The audit event is part of the statement, as there.
+        let query = sqlx::query(concat!(
             "WITH checked AS (\
                  SELECT id FROM users \
                  WHERE id = $2 AND ($7::text IS NULL OR password_hash = $7) \
                  AND (banned_at IS NULL OR ban_expires_at <= $5) FOR SHARE\
-             ) INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
-             expires_at, revoked_at, token_hash, remember) \
-             SELECT $1, id, $3, $4, $5, $5, $6, NULL, $8, $9 FROM checked RETURNING ",
-            session_columns!()
+             ), created AS (\
+                 INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
+                 expires_at, revoked_at, token_hash, remember) \
+                 SELECT $1, id, $3, $4, $5, $5, $6, NULL, $8, $9 FROM checked RETURNING ",
+            session_columns!(),
+            "), ",
+            audited_ctes!(
+                "$10", "$11", "$12", "$13", "$14", "$15", "$16", "$17", "$18", "$19", "$20", "$21",
+                "$22", "$23", "$24"
+            ),
+            " SELECT ",
+            session_columns!(),
+            " FROM created"
         ))
         .bind(session.id)
         .bind(session.user_id)
@@ -808,9 +902,10 @@ impl Store for PostgresStore {
         .bind(session.expires_at)
         .bind(&session.password_hash)
         .bind(&session.token_hash)
-        .bind(session.remember)
-        .fetch_optional(&self.pool)
-        .await?;
+        .bind(session.remember);
+        let row = bind_audit(query, session.audit.as_ref())
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(session_from_row).transpose()?)
     }
 

@@ -885,6 +885,9 @@ impl Store for SqliteStore {
         .bind(&session.csrf_hash)
         .execute(&mut *tx)
         .await?;
+        if let Some(audit) = &session.audit {
+            insert_audit(&mut tx, &audit.event, audit.webhook.as_ref()).await?;
+        }
         tx.commit().await?;
         Ok(Some(record))
     }
@@ -919,8 +922,10 @@ impl Store for SqliteStore {
         &self,
         session: NewTokenSession,
     ) -> StoreResult<Option<SessionRecord>> {
-        // One statement, on the writer: the user and hash check is part of the INSERT, and
-        // a reset or change serialises with it as with `create_session`.
+        // On the writer: the user and hash check is part of the INSERT, and a reset or
+        // change serialises with it as with `create_session`; the audit event in the same
+        // transaction.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(concat!(
             "INSERT INTO sessions (id, user_id, user_agent, ip, created_at, last_used_at, \
              expires_at, revoked_at, token_hash, remember) \
@@ -938,9 +943,18 @@ impl Store for SqliteStore {
         .bind(&session.password_hash)
         .bind(&session.token_hash)
         .bind(session.remember)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.as_ref().map(session_from_row).transpose()?)
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let record = session_from_row(&row)?;
+        if let Some(audit) = &session.audit {
+            insert_audit(&mut tx, &audit.event, audit.webhook.as_ref()).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(record))
     }
 
     async fn find_token_session(

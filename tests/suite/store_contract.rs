@@ -22,6 +22,7 @@ use crate::support::{Backend, TestDatabase, both_backends, now};
 
 both_backends! {
     ping_answers_and_names_its_backend,
+    a_sign_ins_audit_event_is_written_with_its_session_or_not_at_all,
     outbox_claims_share_the_messages_without_overlap_and_leases_end,
     rotation_caps_the_successor_at_the_sessions_end,
     rotation_touches_the_session_at_the_precision_asked,
@@ -129,6 +130,7 @@ fn new_session(user_id: Uuid, refresh: &[u8], at: DateTime<Utc>) -> NewSession {
         refresh_hash: refresh.to_vec(),
         refresh_expires_at: at + TimeDelta::days(1),
         password_hash: None,
+        audit: None,
     }
 }
 
@@ -3364,6 +3366,7 @@ fn new_token_session(user_id: Uuid, hash: &[u8], at: DateTime<Utc>) -> NewTokenS
         now: at,
         expires_at: at + TimeDelta::days(7),
         password_hash: None,
+        audit: None,
     }
 }
 
@@ -3761,5 +3764,77 @@ async fn outbox_claims_share_the_messages_without_overlap_and_leases_end(backend
             .unwrap(),
         2
     );
+    finish(db, store).await;
+}
+
+/// The sign-in's audit event (and its webhook delivery) rides the session's own write: it is
+/// there once the session is, and a session refused (another password hash, a ban) leaves
+/// neither behind. Both kinds of session.
+async fn a_sign_ins_audit_event_is_written_with_its_session_or_not_at_all(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = store
+        .create_user(new_user("alice@example.com", None, t0))
+        .await
+        .expect("create");
+    let audit = |session_id: Uuid, webhook: bool| store::AuditWrite {
+        event: store::AuditRecord {
+            id: Uuid::now_v7(),
+            at: t0,
+            event: "user.signed_in".to_owned(),
+            user_id: Some(alice.id),
+            actor: "user".to_owned(),
+            actor_id: Some(alice.id),
+            session_id: Some(session_id),
+            ip: Some("192.0.2.7".to_owned()),
+            user_agent: Some("servauth-tests/1.0".to_owned()),
+            request_id: Some("req-1".to_owned()),
+            detail: Some(r#"{"amr":"pwd"}"#.to_owned()),
+        },
+        webhook: webhook.then(|| store::NewMessage {
+            id: Uuid::now_v7(),
+            kind: "webhook",
+            payload: b"{}".to_vec(),
+            now: t0,
+        }),
+    };
+    let events = |store: Arc<dyn Store>| async move {
+        store
+            .list_audit_events(&store::AuditFilter {
+                limit: 100,
+                ..store::AuditFilter::default()
+            })
+            .await
+            .unwrap()
+    };
+
+    let mut session = new_session(alice.id, b"refresh-1", t0);
+    let written = audit(session.id, true);
+    session.audit = Some(written.clone());
+    assert!(store.create_session(session).await.unwrap().is_some());
+    let mut token = new_token_session(alice.id, b"token-1", t0);
+    let token_written = audit(token.id, false);
+    token.audit = Some(token_written.clone());
+    assert!(store.create_token_session(token).await.unwrap().is_some());
+    assert_eq!(
+        events(Arc::clone(&store)).await,
+        [token_written.event.clone(), written.event.clone()],
+        "newest first, as written"
+    );
+    assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
+
+    // Refused: a password hash that is not the account's.
+    let mut refused = new_session(alice.id, b"refresh-2", t0);
+    refused.password_hash = Some("$argon2id$not-the-hash".to_owned());
+    refused.audit = Some(audit(refused.id, true));
+    assert!(store.create_session(refused).await.unwrap().is_none());
+    let mut refused = new_token_session(alice.id, b"token-2", t0);
+    refused.password_hash = Some("$argon2id$not-the-hash".to_owned());
+    refused.audit = Some(audit(refused.id, true));
+    assert!(store.create_token_session(refused).await.unwrap().is_none());
+    assert_eq!(events(Arc::clone(&store)).await.len(), 2);
+    assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
     finish(db, store).await;
 }
