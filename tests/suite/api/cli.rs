@@ -1,6 +1,5 @@
 //! The administrative commands against a live server's database, and graceful shutdown.
 
-use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
 use reqwest::StatusCode;
@@ -11,8 +10,12 @@ use crate::support::db::Backend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_servauth");
 
-fn servauth(args: &[&str], database_url: &str, stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
+/// Asynchronous, so that the test's own server keeps running meanwhile: a blocked runtime
+/// would hold whatever SQLite write that server had begun (the outbox worker's, say), and the
+/// command would wait for the lock in vain.
+async fn servauth(args: &[&str], database_url: &str, stdin: Option<&str>) -> Output {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(BIN)
         .args(args)
         .env_clear()
         .env("DATABASE_URL", database_url)
@@ -25,21 +28,22 @@ fn servauth(args: &[&str], database_url: &str, stdin: Option<&str>) -> Output {
         .unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
+        input.write_all(text.as_bytes()).await.unwrap();
     }
     drop(input);
-    child.wait_with_output().unwrap()
+    child.wait_with_output().await.unwrap()
 }
 
 /// As [`servauth`], with extra environment variables and no standard input.
-fn servauth_with(args: &[&str], database_url: &str, env: &[(&str, &str)]) -> Output {
-    Command::new(BIN)
+async fn servauth_with(args: &[&str], database_url: &str, env: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(BIN)
         .args(args)
         .env_clear()
         .env("DATABASE_URL", database_url)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
+        .await
         .unwrap()
 }
 
@@ -104,7 +108,8 @@ async fn a_sealed_key_without_its_key_stops_the_start_naming_the_setting(backend
         &["serve"],
         app.db_url(),
         &[("SERVAUTH_LISTEN", "127.0.0.1:0")],
-    );
+    )
+    .await;
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     assert!(
         text(&refused.stderr).contains("SERVAUTH_KEY_ENCRYPTION_KEY"),
@@ -120,18 +125,18 @@ async fn keys_encrypt_seals_plain_keys_and_reencrypts_under_a_new_key(backend: B
         return;
     };
     let token = app.access_token("ada@example.com").await;
-    let rotated = servauth(&["keys", "rotate"], app.db_url(), None);
+    let rotated = servauth(&["keys", "rotate"], app.db_url(), None).await;
     assert!(rotated.status.success(), "{}", text(&rotated.stderr));
     let plain = stored_keys(&app).await;
     assert_eq!(plain.len(), 2);
     assert!(plain.iter().all(|key| is_plain_pkcs8(&key.private_key)));
 
-    let without = servauth_with(&["keys", "encrypt"], app.db_url(), &[]);
+    let without = servauth_with(&["keys", "encrypt"], app.db_url(), &[]).await;
     assert_eq!(without.status.code(), Some(2));
     assert!(text(&without.stderr).contains("SERVAUTH_KEY_ENCRYPTION_KEY"));
 
     let kek = [("SERVAUTH_KEY_ENCRYPTION_KEY", KEK)];
-    let encrypted = servauth_with(&["keys", "encrypt"], app.db_url(), &kek);
+    let encrypted = servauth_with(&["keys", "encrypt"], app.db_url(), &kek).await;
     assert!(encrypted.status.success(), "{}", text(&encrypted.stderr));
     assert!(
         text(&encrypted.stdout).contains("sealed 2 signing keys"),
@@ -141,7 +146,7 @@ async fn keys_encrypt_seals_plain_keys_and_reencrypts_under_a_new_key(backend: B
     let sealed = stored_keys(&app).await;
     assert!(sealed.iter().all(|key| !is_plain_pkcs8(&key.private_key)));
     // Running it again changes nothing.
-    let again = servauth_with(&["keys", "encrypt"], app.db_url(), &kek);
+    let again = servauth_with(&["keys", "encrypt"], app.db_url(), &kek).await;
     assert!(text(&again.stdout).contains("sealed 0 signing keys; 2 already sealed"));
     assert_eq!(stored_keys(&app).await, sealed);
 
@@ -150,7 +155,8 @@ async fn keys_encrypt_seals_plain_keys_and_reencrypts_under_a_new_key(backend: B
         &["keys", "encrypt"],
         app.db_url(),
         &[("SERVAUTH_KEY_ENCRYPTION_KEY", NEW_KEK)],
-    );
+    )
+    .await;
     assert!(!new_only.status.success());
     assert_eq!(stored_keys(&app).await, sealed, "nothing changed");
     // …but with the previous one named, it seals them anew.
@@ -161,7 +167,8 @@ async fn keys_encrypt_seals_plain_keys_and_reencrypts_under_a_new_key(backend: B
             ("SERVAUTH_KEY_ENCRYPTION_KEY", NEW_KEK),
             ("SERVAUTH_PREVIOUS_KEY_ENCRYPTION_KEY", KEK),
         ],
-    );
+    )
+    .await;
     assert!(
         reencrypted.status.success(),
         "{}",
@@ -217,7 +224,7 @@ async fn keys_rotate_keeps_old_tokens_valid_and_reaches_every_server(backend: Ba
     };
     let old_token = app.access_token("ada@example.com").await;
     let old_kid = app.get("/.well-known/jwks.json", None).await.body["keys"][0]["kid"].clone();
-    let rotated = servauth(&["keys", "rotate"], app.db_url(), None);
+    let rotated = servauth(&["keys", "rotate"], app.db_url(), None).await;
     assert!(rotated.status.success(), "{}", text(&rotated.stderr));
     assert!(text(&rotated.stdout).contains("is current"));
     // A server started after the rotation signs with the new key…
@@ -269,7 +276,8 @@ async fn users_create_makes_a_verified_account_with_the_role_asked(backend: Back
         ],
         app.db_url(),
         Some(&format!("{PASSWORD}\n")),
-    );
+    )
+    .await;
     assert!(created.status.success(), "{}", text(&created.stderr));
     assert!(text(&created.stdout).starts_with("created admin root@example.com"));
     let login = app
@@ -299,7 +307,8 @@ async fn users_create_makes_a_verified_account_with_the_role_asked(backend: Back
         ],
         app.db_url(),
         Some("password\n"),
-    );
+    )
+    .await;
     assert_eq!(weak.status.code(), Some(1));
     assert!(
         text(&weak.stderr).contains("password refused"),
@@ -316,7 +325,8 @@ async fn users_create_makes_a_verified_account_with_the_role_asked(backend: Back
         ],
         app.db_url(),
         Some(PASSWORD),
-    );
+    )
+    .await;
     assert_eq!(taken.status.code(), Some(1));
     assert!(
         text(&taken.stderr).contains("email"),
@@ -327,7 +337,8 @@ async fn users_create_makes_a_verified_account_with_the_role_asked(backend: Back
         &["users", "create", "--email", "x@example.com"],
         app.db_url(),
         Some(PASSWORD),
-    );
+    )
+    .await;
     assert_eq!(
         no_flag.status.code(),
         Some(2),
@@ -339,7 +350,7 @@ async fn config_check_reaches_the_database(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let ok = servauth(&["config", "check"], app.db_url(), None);
+    let ok = servauth(&["config", "check"], app.db_url(), None).await;
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     assert!(text(&ok.stdout).contains("configuration ok"));
 }
@@ -360,7 +371,7 @@ async fn audit_export_writes_json_lines_oldest_first(backend: Backend) {
     let since = app.clock_now().to_rfc3339();
     app.login_native("ada@example.com").await;
 
-    let all = servauth(&["audit", "export"], app.db_url(), None);
+    let all = servauth(&["audit", "export"], app.db_url(), None).await;
     assert!(all.status.success(), "{}", text(&all.stderr));
     let events: Vec<serde_json::Value> = text(&all.stdout)
         .lines()
@@ -382,14 +393,15 @@ async fn audit_export_writes_json_lines_oldest_first(backend: Backend) {
     assert_eq!(events[2]["detail"]["reason"], "wrong_password");
     assert!(!text(&all.stdout).contains("not the password at all"));
 
-    let later = servauth(&["audit", "export", "--since", &since], app.db_url(), None);
+    let later = servauth(&["audit", "export", "--since", &since], app.db_url(), None).await;
     assert!(later.status.success(), "{}", text(&later.stderr));
     assert_eq!(text(&later.stdout).lines().count(), 1);
     let bad = servauth(
         &["audit", "export", "--since", "yesterday"],
         app.db_url(),
         None,
-    );
+    )
+    .await;
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
 }
 
@@ -404,20 +416,21 @@ crate::support::both_backends!(
     config_check_reaches_the_database,
 );
 
-#[test]
-fn config_check_names_what_is_wrong() {
+#[tokio::test]
+async fn config_check_names_what_is_wrong() {
     let down = servauth(
         &["config", "check"],
         "postgres://postgres@127.0.0.1:1/nothing",
         None,
-    );
+    )
+    .await;
     assert_eq!(down.status.code(), Some(1));
     assert!(
         text(&down.stderr).contains("DATABASE_URL"),
         "{}",
         text(&down.stderr)
     );
-    let malformed = servauth(&["config", "check"], "mysql://x", None);
+    let malformed = servauth(&["config", "check"], "mysql://x", None).await;
     assert_eq!(malformed.status.code(), Some(2));
     assert!(text(&malformed.stderr).contains("DATABASE_URL"));
 }
@@ -545,7 +558,8 @@ async fn imported_hashes_log_in_and_are_rehashed_with_the_current_parameters(bac
         &["users", "import", file.path().to_str().unwrap()],
         app.db_url(),
         None,
-    );
+    )
+    .await;
     assert_eq!(output.status.code(), Some(1), "some lines were refused");
     assert!(
         text(&output.stdout).contains("imported 4 users; refused 4 lines"),

@@ -160,14 +160,21 @@ fn date(from_now: Duration) -> String {
 }
 
 /// Runs `servauth import better-auth --from <source> [extra]` against the servauth database.
-fn import(database_url: &str, source: &Source, extra: &[&str]) -> (Option<i32>, String, String) {
-    let output: Output = Command::new(BIN)
+/// Asynchronous, so that a server of the test's own runtime keeps running meanwhile (a
+/// blocked runtime would hold whatever write that server had begun).
+async fn import(
+    database_url: &str,
+    source: &Source,
+    extra: &[&str],
+) -> (Option<i32>, String, String) {
+    let output: Output = tokio::process::Command::new(BIN)
         .args(["import", "better-auth", "--from", &source.from])
         .args(extra)
         .env_clear()
         .env("DATABASE_URL", database_url)
         .stdin(Stdio::null())
         .output()
+        .await
         .unwrap();
     (
         output.status.code(),
@@ -273,7 +280,7 @@ async fn users_passwords_and_live_sessions_come_over_and_a_second_run_changes_no
         )
         .await;
 
-    let (code, out, err) = import(&db.url, &source, &[]);
+    let (code, out, err) = import(&db.url, &source, &[]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
         out.contains(
@@ -370,7 +377,7 @@ async fn users_passwords_and_live_sessions_come_over_and_a_second_run_changes_no
     assert!(hashes.password_hash.starts_with("$argon2id$"), "rehashed");
 
     // A second run changes nothing: the re-hashed password and the sessions stay as they are.
-    let (code, out, err) = import(&url, &source, &[]);
+    let (code, out, err) = import(&url, &source, &[]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
         out.contains("imported: 0 users, 0 sessions; already present: 2 users, 2 sessions"),
@@ -493,7 +500,7 @@ async fn a_hostile_database_gets_each_bad_row_refused_and_the_rest_imported(back
             .await;
     }
 
-    let (code, out, err) = import(&db.url, &source, &[]);
+    let (code, out, err) = import(&db.url, &source, &[]).await;
     assert_eq!(code, Some(3), "{out}{err}");
     let mut expected = vec![
         ("user md5:", "password"),
@@ -596,7 +603,7 @@ async fn a_failure_while_writing_imports_nothing(backend: Backend) {
         )
         .await;
 
-    let (code, out, err) = import(&db.url, &source, &[]);
+    let (code, out, err) = import(&db.url, &source, &[]).await;
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("nothing was imported"), "{err}");
     assert_eq!(db.query_i64("SELECT COUNT(*) FROM users").await, 0);
@@ -623,7 +630,7 @@ async fn a_database_without_better_auths_tables_imports_nothing(backend: Backend
         })
         .await;
     source.user("u1", "u1@example.com", true).await;
-    let (code, out, err) = import(&db.url, &source, &[]);
+    let (code, out, err) = import(&db.url, &source, &[]).await;
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(
         err.contains("reading the Better Auth table \"account\""),
@@ -691,7 +698,7 @@ async fn a_dry_run_writes_nothing(backend: Backend) {
             Duration::days(1),
         )
         .await;
-    let (code, out, err) = import(&db.url, &source, &["--dry-run"]);
+    let (code, out, err) = import(&db.url, &source, &["--dry-run"]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
         out.contains("dry run, nothing written: imported: 1 users, 1 sessions"),

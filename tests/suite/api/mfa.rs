@@ -688,13 +688,14 @@ async fn operators_reset_factors_and_the_user_is_told(backend: Backend) {
     let Some(_enrolled) = enroll(&app).await else {
         return;
     };
-    let output = Command::new(env!("CARGO_BIN_EXE_servauth"))
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_servauth"))
         .args(["users", "reset-mfa", "--email", EMAIL])
         .env("DATABASE_URL", app.db_url())
         .env("SERVAUTH_SMTP_URL", smtp.url())
         .env("SERVAUTH_MAIL_FROM", "servauth <auth@example.com>")
         .env("SERVAUTH_LOG", "warn")
         .output()
+        .await
         .expect("servauth runs");
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -702,11 +703,12 @@ async fn operators_reset_factors_and_the_user_is_told(backend: Backend) {
     smtp.wait_for(EMAIL, "Your second factors were removed")
         .await;
     assert!(login(&app).await.body["access_token"].is_string());
-    let unknown = Command::new(env!("CARGO_BIN_EXE_servauth"))
+    let unknown = tokio::process::Command::new(env!("CARGO_BIN_EXE_servauth"))
         .args(["users", "reset-mfa", "--email", "nobody@example.com"])
         .env("DATABASE_URL", app.db_url())
         .env("SERVAUTH_LOG", "warn")
         .output()
+        .await
         .expect("servauth runs");
     assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
 }
