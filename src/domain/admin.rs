@@ -310,16 +310,18 @@ impl Admin {
         id: Uuid,
         session: Uuid,
     ) -> Result<(), AuthError> {
+        let audit = self
+            .audit
+            .prepare(Entry::by(actor, EventType::SessionRevoked, Some(id)).session(session));
+        let event = audit.event.event.clone();
         if !self
             .store
-            .revoke_session(id, session, self.clock.now())
+            .revoke_session(id, session, self.clock.now(), Some(audit))
             .await?
         {
             return Err(AuthError::NotFound);
         }
-        self.audit
-            .record(Entry::by(actor, EventType::SessionRevoked, Some(id)).session(session))
-            .await;
+        Audit::written(&event);
         Ok(())
     }
 

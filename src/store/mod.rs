@@ -665,13 +665,15 @@ pub trait Store:
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<SessionRecord>>;
 
-    /// Revokes one live session of this user. `false` when there is no such live session
-    /// (unknown, another user's, or already revoked).
+    /// Revokes one live session of this user, and writes `audit` in the same transaction when
+    /// it did. `false` when there is no such live session (unknown, another user's, or
+    /// already revoked): nothing is written.
     async fn revoke_session(
         &self,
         user_id: Uuid,
         session_id: Uuid,
         now: DateTime<Utc>,
+        audit: Option<AuditWrite>,
     ) -> StoreResult<bool>;
 
     /// Revokes every live session of the user, except `keep` when given, and ends a pending

@@ -38,11 +38,11 @@ use uuid::Uuid;
 
 use super::batch::Batcher;
 use super::{
-    BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER, IMPORT_TOKEN_TAKEN,
-    ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
-    OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation,
-    RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose,
-    UserCredentials, UserRecord,
+    AuditWrite, BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER,
+    IMPORT_TOKEN_TAKEN, ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession,
+    NewUser, OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role,
+    Rotation, RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
+    TokenPurpose, UserCredentials, UserRecord,
 };
 use crate::domain::Email;
 
@@ -101,7 +101,7 @@ macro_rules! audited_ctes {
 /// Binds the parameters of [`audited_ctes!`], in its order: NULLs for what is absent.
 fn bind_audit<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    audit: Option<&'q super::AuditWrite>,
+    audit: Option<&'q AuditWrite>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let event = audit.map(|audit| &audit.event);
     let webhook = audit.and_then(|audit| audit.webhook.as_ref());
@@ -1339,22 +1339,32 @@ impl Store for PostgresStore {
             .collect::<Result<_, _>>()?)
     }
 
+    /// One statement: the revocation and, when it revoked, the audit event.
     async fn revoke_session(
         &self,
         user_id: Uuid,
         session_id: Uuid,
         now: DateTime<Utc>,
+        audit: Option<AuditWrite>,
     ) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 \
-             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
-        )
+        let query = sqlx::query(concat!(
+            "WITH created AS (UPDATE sessions SET revoked_at = $1 \
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1 \
+             RETURNING id), ",
+            audited_ctes!(
+                "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15",
+                "$16", "$17", "$18"
+            ),
+            " SELECT count(*) FROM created"
+        ))
         .bind(now)
         .bind(session_id)
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() > 0)
+        .bind(user_id);
+        let revoked: i64 = bind_audit(query, audit.as_ref())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(revoked > 0)
     }
 
     async fn revoke_user_sessions(

@@ -32,11 +32,11 @@ use uuid::fmt::Hyphenated;
 
 use super::batch::Batcher;
 use super::{
-    BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER, IMPORT_TOKEN_TAKEN,
-    ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
-    OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation,
-    RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose,
-    UserCredentials, UserRecord,
+    AuditWrite, BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER,
+    IMPORT_TOKEN_TAKEN, ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession,
+    NewUser, OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role,
+    Rotation, RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
+    TokenPurpose, UserCredentials, UserRecord,
 };
 use crate::domain::Email;
 
@@ -1237,7 +1237,9 @@ impl Store for SqliteStore {
         user_id: Uuid,
         session_id: Uuid,
         now: DateTime<Utc>,
+        audit: Option<AuditWrite>,
     ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let result = sqlx::query(
             "UPDATE sessions SET revoked_at = ?1 \
              WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1",
@@ -1245,9 +1247,14 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .bind(session_id.hyphenated())
         .bind(user_id.hyphenated())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() > 0)
+        let revoked = result.rows_affected() > 0;
+        if let (true, Some(audit)) = (revoked, &audit) {
+            insert_audit(&mut tx, &audit.event, audit.webhook.as_ref()).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn revoke_user_sessions(

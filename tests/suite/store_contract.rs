@@ -23,6 +23,7 @@ use crate::support::{Backend, TestDatabase, both_backends, now};
 both_backends! {
     ping_answers_and_names_its_backend,
     a_sign_ins_audit_event_is_written_with_its_session_or_not_at_all,
+    a_revocations_audit_event_is_written_only_when_it_revoked,
     outbox_claims_share_the_messages_without_overlap_and_leases_end,
     rotation_caps_the_successor_at_the_sessions_end,
     rotation_touches_the_session_at_the_precision_asked,
@@ -925,7 +926,7 @@ async fn find_live_session_user_ignores_revoked_and_expired_sessions(backend: Ba
     let revoked = create_session(&*store, &new_session(alice.id, &token(2), t0)).await;
     assert!(
         store
-            .revoke_session(alice.id, revoked.id, t0)
+            .revoke_session(alice.id, revoked.id, t0, None)
             .await
             .expect("revoke")
     );
@@ -981,7 +982,7 @@ async fn concurrent_session_lookups_each_get_their_own_answer(backend: Backend) 
     let revoked = create_session(&*store, &new_session(bob.id, &token(3), t0)).await;
     assert!(
         store
-            .revoke_session(bob.id, revoked.id, t0)
+            .revoke_session(bob.id, revoked.id, t0, None)
             .await
             .expect("revoke")
     );
@@ -1097,7 +1098,7 @@ async fn find_refresh_token_returns_the_token_and_its_session_in_any_state(backe
     let t2 = t1 + TimeDelta::minutes(1);
     assert!(
         store
-            .revoke_session(alice.id, created.id, t2)
+            .revoke_session(alice.id, created.id, t2, None)
             .await
             .expect("revoke")
     );
@@ -1461,7 +1462,7 @@ async fn rotation_after_grace_revokes_the_whole_session(backend: Backend) {
     );
     assert!(
         !store
-            .revoke_session(alice.id, stolen.id, late)
+            .revoke_session(alice.id, stolen.id, late, None)
             .await
             .expect("revoke")
     );
@@ -1497,7 +1498,7 @@ async fn rotation_of_unknown_or_expired_token_is_invalid(backend: Backend) {
     let revoked = create_session(&*store, &new_session(alice.id, &token(2), t0)).await;
     assert!(
         store
-            .revoke_session(alice.id, revoked.id, t0)
+            .revoke_session(alice.id, revoked.id, t0, None)
             .await
             .expect("revoke")
     );
@@ -1620,7 +1621,7 @@ async fn list_live_sessions_is_newest_first(backend: Backend) {
     let revoked = create_session(&*store, &new_session(alice.id, &token(4), t2)).await;
     assert!(
         store
-            .revoke_session(alice.id, revoked.id, t2)
+            .revoke_session(alice.id, revoked.id, t2, None)
             .await
             .expect("revoke")
     );
@@ -1663,7 +1664,7 @@ async fn revoke_session_only_touches_the_callers_own(backend: Backend) {
 
     assert!(
         !store
-            .revoke_session(bob.id, alices.id, t1)
+            .revoke_session(bob.id, alices.id, t1, None)
             .await
             .expect("revoke"),
         "not bob's"
@@ -1675,7 +1676,7 @@ async fn revoke_session_only_touches_the_callers_own(backend: Backend) {
 
     assert!(
         store
-            .revoke_session(alice.id, alices.id, t1)
+            .revoke_session(alice.id, alices.id, t1, None)
             .await
             .expect("revoke")
     );
@@ -1685,14 +1686,14 @@ async fn revoke_session_only_touches_the_callers_own(backend: Backend) {
     );
     assert!(
         !store
-            .revoke_session(alice.id, alices.id, t1)
+            .revoke_session(alice.id, alices.id, t1, None)
             .await
             .expect("revoke"),
         "already"
     );
     assert!(
         !store
-            .revoke_session(alice.id, Uuid::now_v7(), t1)
+            .revoke_session(alice.id, Uuid::now_v7(), t1, None)
             .await
             .expect("revoke"),
         "unknown"
@@ -1717,7 +1718,7 @@ async fn revoke_user_sessions_keeps_the_given_one(backend: Backend) {
     let already = create_session(&*store, &new_session(alice.id, &token(4), t0)).await;
     assert!(
         store
-            .revoke_session(alice.id, already.id, t0)
+            .revoke_session(alice.id, already.id, t0, None)
             .await
             .expect("revoke")
     );
@@ -2090,7 +2091,7 @@ async fn reset_password_revokes_every_session_and_retires_other_reset_tokens(bac
     let revoked = create_session(&*store, &new_session(alice.id, &token(13), t0)).await;
     assert!(
         store
-            .revoke_session(alice.id, revoked.id, earlier)
+            .revoke_session(alice.id, revoked.id, earlier, None)
             .await
             .expect("revoke")
     );
@@ -3143,7 +3144,7 @@ async fn prune_deletes_ended_sessions_and_spent_tokens_and_keeps_reuse_detection
     let revoked = create_session(&*store, &new_session(alice.id, &token(3), t0)).await;
     assert!(
         store
-            .revoke_session(alice.id, revoked.id, t0)
+            .revoke_session(alice.id, revoked.id, t0, None)
             .await
             .expect("revoke")
     );
@@ -3626,7 +3627,7 @@ async fn token_sessions_end_with_the_rest_faces_revocations(backend: Backend) {
     assert!(token_session_holding(&*store, 1, t1).await.is_some());
     assert!(
         store
-            .revoke_session(alice.id, kept.id, t1)
+            .revoke_session(alice.id, kept.id, t1, None)
             .await
             .expect("revoke")
     );
@@ -3835,6 +3836,84 @@ async fn a_sign_ins_audit_event_is_written_with_its_session_or_not_at_all(backen
     refused.audit = Some(audit(refused.id, true));
     assert!(store.create_token_session(refused).await.unwrap().is_none());
     assert_eq!(events(Arc::clone(&store)).await.len(), 2);
+    assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
+    finish(db, store).await;
+}
+
+/// A revocation's audit event (and its webhook delivery) is written with the revocation, and
+/// not at all when nothing was revoked (another user's session, one already revoked).
+async fn a_revocations_audit_event_is_written_only_when_it_revoked(backend: Backend) {
+    let Some((db, store)) = open(backend).await else {
+        return;
+    };
+    let t0 = now();
+    let alice = store
+        .create_user(new_user("alice@example.com", None, t0))
+        .await
+        .expect("create");
+    let bob = store
+        .create_user(new_user("bob@example.com", None, t0))
+        .await
+        .expect("create");
+    let session = new_session(alice.id, b"refresh-1", t0);
+    let session_id = session.id;
+    assert!(store.create_session(session).await.unwrap().is_some());
+    let signed_out = |user: Uuid| store::AuditWrite {
+        event: store::AuditRecord {
+            id: Uuid::now_v7(),
+            at: t0,
+            event: "session.signed_out".to_owned(),
+            user_id: Some(user),
+            actor: "user".to_owned(),
+            actor_id: Some(user),
+            session_id: Some(session_id),
+            ip: None,
+            user_agent: None,
+            request_id: None,
+            detail: None,
+        },
+        webhook: Some(store::NewMessage {
+            id: Uuid::now_v7(),
+            kind: "webhook",
+            payload: b"{}".to_vec(),
+            now: t0,
+        }),
+    };
+    let events = || async {
+        store
+            .list_audit_events(&store::AuditFilter {
+                limit: 100,
+                ..store::AuditFilter::default()
+            })
+            .await
+            .unwrap()
+    };
+    let t1 = t0 + TimeDelta::seconds(1);
+    // Not Bob's session: nothing revoked, nothing written.
+    assert!(
+        !store
+            .revoke_session(bob.id, session_id, t1, Some(signed_out(bob.id)))
+            .await
+            .unwrap()
+    );
+    assert!(events().await.is_empty());
+    let written = signed_out(alice.id);
+    assert!(
+        store
+            .revoke_session(alice.id, session_id, t1, Some(written.clone()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(events().await, [written.event]);
+    assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
+    // Already revoked: nothing more.
+    assert!(
+        !store
+            .revoke_session(alice.id, session_id, t1, Some(signed_out(alice.id)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(events().await.len(), 1);
     assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
     finish(db, store).await;
 }
