@@ -444,15 +444,17 @@ impl Sessions {
     /// Ends the caller's own session whose token this is, if it is the caller's and live;
     /// `false` otherwise (Better Auth answers alike either way).
     pub async fn revoke_token(&self, user_id: Uuid, token: &str) -> Result<bool, AuthError> {
+        let audit = self
+            .audit
+            .prepare(Entry::by_user(EventType::SignedOut, user_id).with("face", "better_auth"));
+        let event = audit.event.event.clone();
         let revoked = self
             .store
-            .revoke_token_session(user_id, &token_hash(token), self.clock.now())
+            .revoke_token_session(user_id, &token_hash(token), self.clock.now(), Some(audit))
             .await?;
         if revoked {
+            Audit::written(&event);
             tracing::info!(user.id = %user_id, "session revoked by its token");
-            self.audit
-                .record(Entry::by_user(EventType::SignedOut, user_id).with("face", "better_auth"))
-                .await;
         }
         Ok(revoked)
     }

@@ -231,11 +231,12 @@ impl Store for CachedStore {
         user_id: Uuid,
         token_hash: &[u8],
         now: DateTime<Utc>,
+        audit: Option<AuditWrite>,
     ) -> StoreResult<bool> {
         let mark = self.fanout.mark();
         let revoked = self
             .inner
-            .revoke_token_session(user_id, token_hash, now)
+            .revoke_token_session(user_id, token_hash, now, audit)
             .await?;
         self.tell(revoked, Change::User(user_id), mark).await;
         Ok(revoked)

@@ -634,13 +634,15 @@ pub trait Store:
         now: DateTime<Utc>,
     ) -> StoreResult<Option<SessionRecord>>;
 
-    /// Revokes the live session of `user_id` holding the session token with this hash.
-    /// `false` when there is none (unknown token, another user's, already ended).
+    /// Revokes the live session of `user_id` holding the session token with this hash, and
+    /// writes `audit` in the same transaction when it did. `false` when there is none
+    /// (unknown token, another user's, already ended): nothing is written.
     async fn revoke_token_session(
         &self,
         user_id: Uuid,
         token_hash: &[u8],
         now: DateTime<Utc>,
+        audit: Option<AuditWrite>,
     ) -> StoreResult<bool>;
 
     /// The refresh token with this hash and its session, in whatever state they are.

@@ -3391,7 +3391,7 @@ async fn token_session_holding(
 /// Whether revoking `user_id`'s token session holding `token(n)` at `at` ended one.
 async fn revoke_token(store: &dyn Store, user_id: Uuid, n: u8, at: DateTime<Utc>) -> bool {
     store
-        .revoke_token_session(user_id, &token(n), at)
+        .revoke_token_session(user_id, &token(n), at, None)
         .await
         .expect("revoke")
 }
@@ -3915,5 +3915,25 @@ async fn a_revocations_audit_event_is_written_only_when_it_revoked(backend: Back
     );
     assert_eq!(events().await.len(), 1);
     assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
+
+    // A Better Auth session, revoked by its token: the same.
+    let token = new_token_session(alice.id, b"token-1", t0);
+    assert!(store.create_token_session(token).await.unwrap().is_some());
+    assert!(
+        !store
+            .revoke_token_session(bob.id, b"token-1", t1, Some(signed_out(bob.id)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(events().await.len(), 1);
+    let by_token = signed_out(alice.id);
+    assert!(
+        store
+            .revoke_token_session(alice.id, b"token-1", t1, Some(by_token.clone()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(events().await[0], by_token.event);
+    assert_eq!(store.outbox_counts().await.unwrap().pending, 2);
     finish(db, store).await;
 }
