@@ -3768,8 +3768,51 @@ async fn outbox_claims_share_the_messages_without_overlap_and_leases_end(backend
     finish(db, store).await;
 }
 
+/// An audit event about `user` and `session` at `at`, every column set, with a webhook
+/// delivery when asked.
+fn audit_write(
+    event: &str,
+    user: Uuid,
+    session: Uuid,
+    at: DateTime<Utc>,
+    webhook: bool,
+) -> store::AuditWrite {
+    store::AuditWrite {
+        event: store::AuditRecord {
+            id: Uuid::now_v7(),
+            at,
+            event: event.to_owned(),
+            user_id: Some(user),
+            actor: "user".to_owned(),
+            actor_id: Some(user),
+            session_id: Some(session),
+            ip: Some("192.0.2.7".to_owned()),
+            user_agent: Some("servauth-tests/1.0".to_owned()),
+            request_id: Some("req-1".to_owned()),
+            detail: Some(r#"{"amr":"pwd"}"#.to_owned()),
+        },
+        webhook: webhook.then(|| store::NewMessage {
+            id: Uuid::now_v7(),
+            kind: "webhook",
+            payload: b"{}".to_vec(),
+            now: at,
+        }),
+    }
+}
+
+/// Every audit event stored, newest first.
+async fn audit_events(store: &dyn Store) -> Vec<store::AuditRecord> {
+    store
+        .list_audit_events(&store::AuditFilter {
+            limit: 100,
+            ..store::AuditFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
 /// The sign-in's audit event (and its webhook delivery) rides the session's own write: it is
-/// there once the session is, and a session refused (another password hash, a ban) leaves
+/// there once the session is, and a session refused (here: another password hash) leaves
 /// neither behind. Both kinds of session.
 async fn a_sign_ins_audit_event_is_written_with_its_session_or_not_at_all(backend: Backend) {
     let Some((db, store)) = open(backend).await else {
@@ -3780,35 +3823,8 @@ async fn a_sign_ins_audit_event_is_written_with_its_session_or_not_at_all(backen
         .create_user(new_user("alice@example.com", None, t0))
         .await
         .expect("create");
-    let audit = |session_id: Uuid, webhook: bool| store::AuditWrite {
-        event: store::AuditRecord {
-            id: Uuid::now_v7(),
-            at: t0,
-            event: "user.signed_in".to_owned(),
-            user_id: Some(alice.id),
-            actor: "user".to_owned(),
-            actor_id: Some(alice.id),
-            session_id: Some(session_id),
-            ip: Some("192.0.2.7".to_owned()),
-            user_agent: Some("servauth-tests/1.0".to_owned()),
-            request_id: Some("req-1".to_owned()),
-            detail: Some(r#"{"amr":"pwd"}"#.to_owned()),
-        },
-        webhook: webhook.then(|| store::NewMessage {
-            id: Uuid::now_v7(),
-            kind: "webhook",
-            payload: b"{}".to_vec(),
-            now: t0,
-        }),
-    };
-    let events = |store: Arc<dyn Store>| async move {
-        store
-            .list_audit_events(&store::AuditFilter {
-                limit: 100,
-                ..store::AuditFilter::default()
-            })
-            .await
-            .unwrap()
+    let audit = |session: Uuid, webhook: bool| {
+        audit_write("user.signed_in", alice.id, session, t0, webhook)
     };
 
     let mut session = new_session(alice.id, b"refresh-1", t0);
@@ -3820,7 +3836,7 @@ async fn a_sign_ins_audit_event_is_written_with_its_session_or_not_at_all(backen
     token.audit = Some(token_written.clone());
     assert!(store.create_token_session(token).await.unwrap().is_some());
     assert_eq!(
-        events(Arc::clone(&store)).await,
+        audit_events(&*store).await,
         [token_written.event.clone(), written.event.clone()],
         "newest first, as written"
     );
@@ -3835,7 +3851,7 @@ async fn a_sign_ins_audit_event_is_written_with_its_session_or_not_at_all(backen
     refused.password_hash = Some("$argon2id$not-the-hash".to_owned());
     refused.audit = Some(audit(refused.id, true));
     assert!(store.create_token_session(refused).await.unwrap().is_none());
-    assert_eq!(events(Arc::clone(&store)).await.len(), 2);
+    assert_eq!(audit_events(&*store).await.len(), 2);
     assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
     finish(db, store).await;
 }
@@ -3858,36 +3874,7 @@ async fn a_revocations_audit_event_is_written_only_when_it_revoked(backend: Back
     let session = new_session(alice.id, b"refresh-1", t0);
     let session_id = session.id;
     assert!(store.create_session(session).await.unwrap().is_some());
-    let signed_out = |user: Uuid| store::AuditWrite {
-        event: store::AuditRecord {
-            id: Uuid::now_v7(),
-            at: t0,
-            event: "session.signed_out".to_owned(),
-            user_id: Some(user),
-            actor: "user".to_owned(),
-            actor_id: Some(user),
-            session_id: Some(session_id),
-            ip: None,
-            user_agent: None,
-            request_id: None,
-            detail: None,
-        },
-        webhook: Some(store::NewMessage {
-            id: Uuid::now_v7(),
-            kind: "webhook",
-            payload: b"{}".to_vec(),
-            now: t0,
-        }),
-    };
-    let events = || async {
-        store
-            .list_audit_events(&store::AuditFilter {
-                limit: 100,
-                ..store::AuditFilter::default()
-            })
-            .await
-            .unwrap()
-    };
+    let signed_out = |user: Uuid| audit_write("session.signed_out", user, session_id, t0, true);
     let t1 = t0 + TimeDelta::seconds(1);
     // Not Bob's session: nothing revoked, nothing written.
     assert!(
@@ -3896,7 +3883,7 @@ async fn a_revocations_audit_event_is_written_only_when_it_revoked(backend: Back
             .await
             .unwrap()
     );
-    assert!(events().await.is_empty());
+    assert!(audit_events(&*store).await.is_empty());
     let written = signed_out(alice.id);
     assert!(
         store
@@ -3904,7 +3891,7 @@ async fn a_revocations_audit_event_is_written_only_when_it_revoked(backend: Back
             .await
             .unwrap()
     );
-    assert_eq!(events().await, [written.event]);
+    assert_eq!(audit_events(&*store).await, [written.event]);
     assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
     // Already revoked: nothing more.
     assert!(
@@ -3913,7 +3900,7 @@ async fn a_revocations_audit_event_is_written_only_when_it_revoked(backend: Back
             .await
             .unwrap()
     );
-    assert_eq!(events().await.len(), 1);
+    assert_eq!(audit_events(&*store).await.len(), 1);
     assert_eq!(store.outbox_counts().await.unwrap().pending, 1);
 
     // A Better Auth session, revoked by its token: the same.
@@ -3925,7 +3912,7 @@ async fn a_revocations_audit_event_is_written_only_when_it_revoked(backend: Back
             .await
             .unwrap()
     );
-    assert_eq!(events().await.len(), 1);
+    assert_eq!(audit_events(&*store).await.len(), 1);
     let by_token = signed_out(alice.id);
     assert!(
         store
@@ -3933,7 +3920,7 @@ async fn a_revocations_audit_event_is_written_only_when_it_revoked(backend: Back
             .await
             .unwrap()
     );
-    assert_eq!(events().await[0], by_token.event);
+    assert_eq!(audit_events(&*store).await[0], by_token.event);
     assert_eq!(store.outbox_counts().await.unwrap().pending, 2);
     finish(db, store).await;
 }

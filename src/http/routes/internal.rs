@@ -217,7 +217,7 @@ pub async fn authorize_request(
 ) -> Result<Response, ApiError> {
     // A request with no credential at all is told so first (that tells nothing, and checks
     // nothing); any credential it presents is looked at only for a known gateway.
-    if let AuthError::MissingCredentials = missing_or_invalid(request.headers()) {
+    if !presents_credential(request.headers()) {
         return Err(AuthError::MissingCredentials.into());
     }
     let peer = request
@@ -245,7 +245,8 @@ pub async fn authorize_request(
         }
         (_, Some(face)) => match better_auth::session_token(&face, request.headers()) {
             Some(token) => services.sessions.authenticate_token(&token).await?.caller,
-            None => return Err(missing_or_invalid(request.headers()).into()),
+            // A credential was sent (checked above): a forged cookie, a bad bearer.
+            None => return Err(AuthError::InvalidToken.into()),
         },
         (Some(_), None) => return Err(AuthError::InvalidToken.into()),
         (None, None) => return Err(AuthError::MissingCredentials.into()),
@@ -253,16 +254,10 @@ pub async fn authorize_request(
     Ok((StatusCode::OK, identity_headers(&caller)).into_response())
 }
 
-/// No usable session token: `invalid_token` when one was sent (a forged cookie, a bad
-/// bearer), else `missing_credentials`.
-fn missing_or_invalid(headers: &HeaderMap) -> AuthError {
-    let sent = headers.contains_key(axum::http::header::AUTHORIZATION)
-        || headers.contains_key(axum::http::header::COOKIE);
-    if sent {
-        AuthError::InvalidToken
-    } else {
-        AuthError::MissingCredentials
-    }
+/// Whether the request carries anything that could be a user's credential.
+fn presents_credential(headers: &HeaderMap) -> bool {
+    headers.contains_key(axum::http::header::AUTHORIZATION)
+        || headers.contains_key(axum::http::header::COOKIE)
 }
 
 /// `X-Auth-*` for `caller`. Every header is always there, so a gateway that copies them

@@ -47,6 +47,11 @@ async fn authorize(
     read(request.send().await.expect("request sent")).await
 }
 
+/// [`authorize`] with a GET carrying `Authorization: <bearer>`.
+async fn authorize_bearer(app: &TestApp, secret: Option<&str>, bearer: &str) -> Reply {
+    authorize(app, Method::GET, secret, &[("authorization", bearer)]).await
+}
+
 fn identity(reply: &Reply) -> Vec<Option<String>> {
     IDENTITY
         .iter()
@@ -130,30 +135,18 @@ async fn forward_auth_answers_with_the_identity_in_headers(backend: Backend) {
     none.assert_problem(401, "missing_credentials");
     assert_eq!(none.header("www-authenticate"), Some("Bearer"));
     for garbage in ["Bearer garbage", "Bearer a.b.c", "Basic YTpi"] {
-        let reply = authorize(
-            &app,
-            Method::GET,
-            Some(SECRET),
-            &[("authorization", garbage)],
-        )
-        .await;
+        let reply = authorize_bearer(&app, Some(SECRET), garbage).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{garbage}");
         assert!(identity(&reply).iter().all(Option::is_none), "{garbage}");
     }
-    let garbage = authorize(
-        &app,
-        Method::GET,
-        Some(SECRET),
-        &[("authorization", "Bearer a.b.c")],
-    )
-    .await;
+    let garbage = authorize_bearer(&app, Some(SECRET), "Bearer a.b.c").await;
     garbage.assert_problem(401, "invalid_token");
     assert_eq!(
         garbage.header("www-authenticate"),
         Some(r#"Bearer error="invalid_token""#)
     );
     for secret in [None, Some("wrong"), Some("")] {
-        let reply = authorize(&app, Method::GET, secret, &[("authorization", &bearer)]).await;
+        let reply = authorize_bearer(&app, secret, &bearer).await;
         reply.assert_problem(403, "forbidden");
         assert!(identity(&reply).iter().all(Option::is_none), "{secret:?}");
         let cookie = authorize(&app, Method::GET, secret, &[("cookie", "a=b")]).await;
@@ -166,34 +159,16 @@ async fn forward_auth_answers_with_the_identity_in_headers(backend: Backend) {
     // A revocation holds at once; an expired token is refused.
     let session = app.login_native("ada@example.com").await;
     let second = format!("Bearer {}", session.access);
-    let live = authorize(
-        &app,
-        Method::GET,
-        Some(SECRET),
-        &[("authorization", &second)],
-    )
-    .await;
+    let live = authorize_bearer(&app, Some(SECRET), &second).await;
     assert_eq!(live.status, StatusCode::OK);
     let out = app
         .send(Method::POST, "/auth/logout", None, Some(&session.access))
         .await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
-    let revoked = authorize(
-        &app,
-        Method::GET,
-        Some(SECRET),
-        &[("authorization", &second)],
-    )
-    .await;
+    let revoked = authorize_bearer(&app, Some(SECRET), &second).await;
     revoked.assert_problem(401, "invalid_token");
     app.clock.advance(chrono::Duration::minutes(16));
-    let expired = authorize(
-        &app,
-        Method::GET,
-        Some(SECRET),
-        &[("authorization", &bearer)],
-    )
-    .await;
+    let expired = authorize_bearer(&app, Some(SECRET), &bearer).await;
     expired.assert_problem(401, "token_expired");
 }
 
@@ -205,7 +180,7 @@ async fn gateways_on_the_allowlist_need_no_header(backend: Backend) {
     };
     let token = app.access_token("ada@example.com").await;
     let bearer = format!("Bearer {token}");
-    let reply = authorize(&app, Method::GET, None, &[("authorization", &bearer)]).await;
+    let reply = authorize_bearer(&app, None, &bearer).await;
     assert_eq!(reply.status, StatusCode::OK, "{:#}", reply.body);
     assert_eq!(reply.header("x-auth-email"), Some("ada@example.com"));
     let validate = app
@@ -229,15 +204,9 @@ async fn gateways_on_the_allowlist_need_no_header(backend: Backend) {
     };
     let token = app.access_token("ada@example.com").await;
     let bearer = format!("Bearer {token}");
-    let refused = authorize(&app, Method::GET, None, &[("authorization", &bearer)]).await;
+    let refused = authorize_bearer(&app, None, &bearer).await;
     refused.assert_problem(403, "forbidden");
-    let allowed = authorize(
-        &app,
-        Method::GET,
-        Some(SECRET),
-        &[("authorization", &bearer)],
-    )
-    .await;
+    let allowed = authorize_bearer(&app, Some(SECRET), &bearer).await;
     assert_eq!(allowed.status, StatusCode::OK);
 
     // Neither: no forward-auth at all.
@@ -246,13 +215,7 @@ async fn gateways_on_the_allowlist_need_no_header(backend: Backend) {
     };
     let token = app.access_token("ada@example.com").await;
     let bearer = format!("Bearer {token}");
-    let absent = authorize(
-        &app,
-        Method::GET,
-        Some(SECRET),
-        &[("authorization", &bearer)],
-    )
-    .await;
+    let absent = authorize_bearer(&app, Some(SECRET), &bearer).await;
     absent.assert_problem(404, "not_found");
 }
 

@@ -155,6 +155,18 @@ async fn spawn(backend: Backend, url: &str) -> Option<TestApp> {
     .await
 }
 
+/// `GET /admin/outbox`, as a service.
+async fn outbox_of(app: &TestApp) -> Value {
+    let reply = app
+        .client
+        .request(Method::GET, app.url("/admin/outbox"))
+        .header("x-service-auth", SERVICE)
+        .send()
+        .await
+        .unwrap();
+    read(reply).await.body
+}
+
 /// Every event arrives signed as the specification says; a receiver that fails gets the
 /// same delivery again (same `webhook-id`) after the backoff.
 async fn audit_events_arrive_signed_and_failed_deliveries_are_retried(backend: Backend) {
@@ -228,14 +240,7 @@ async fn redirects_are_never_followed(backend: Backend) {
     app.register("ada@example.com").await;
     let mut outbox = Value::Null;
     for _ in 0..60 {
-        let reply = app
-            .client
-            .request(Method::GET, app.url("/admin/outbox"))
-            .header("x-service-auth", SERVICE)
-            .send()
-            .await
-            .unwrap();
-        outbox = read(reply).await.body;
+        outbox = outbox_of(&app).await;
         if outbox["dead"] == 2 {
             break;
         }
@@ -322,14 +327,7 @@ async fn a_hanging_or_unreachable_receiver_blocks_neither_requests_nor_mail(back
         assert_eq!(forgot.status, reqwest::StatusCode::ACCEPTED);
         smtp.wait_for(email, "Confirm your email address").await;
         smtp.wait_for(email, "Reset your password").await;
-        let outbox = app
-            .client
-            .request(Method::GET, app.url("/admin/outbox"))
-            .header("x-service-auth", SERVICE)
-            .send()
-            .await
-            .unwrap();
-        let outbox = read(outbox).await.body;
+        let outbox = outbox_of(&app).await;
         assert!(
             outbox["pending"].as_u64().unwrap() >= 1,
             "the events wait for their receiver: {outbox:#}"
