@@ -310,18 +310,16 @@ impl Admin {
         id: Uuid,
         session: Uuid,
     ) -> Result<(), AuthError> {
-        let audit = self
-            .audit
-            .prepare(Entry::by(actor, EventType::SessionRevoked, Some(id)).session(session));
-        let event = audit.event.event.clone();
         if !self
             .store
-            .revoke_session(id, session, self.clock.now(), Some(audit))
+            .revoke_session(id, session, self.clock.now())
             .await?
         {
             return Err(AuthError::NotFound);
         }
-        Audit::written(&event);
+        self.audit
+            .record(Entry::by(actor, EventType::SessionRevoked, Some(id)).session(session))
+            .await;
         Ok(())
     }
 

@@ -444,17 +444,15 @@ impl Sessions {
     /// Ends the caller's own session whose token this is, if it is the caller's and live;
     /// `false` otherwise (Better Auth answers alike either way).
     pub async fn revoke_token(&self, user_id: Uuid, token: &str) -> Result<bool, AuthError> {
-        let audit = self
-            .audit
-            .prepare(Entry::by_user(EventType::SignedOut, user_id).with("face", "better_auth"));
-        let event = audit.event.event.clone();
         let revoked = self
             .store
-            .revoke_token_session(user_id, &token_hash(token), self.clock.now(), Some(audit))
+            .revoke_token_session(user_id, &token_hash(token), self.clock.now())
             .await?;
         if revoked {
-            Audit::written(&event);
             tracing::info!(user.id = %user_id, "session revoked by its token");
+            self.audit
+                .record(Entry::by_user(EventType::SignedOut, user_id).with("face", "better_auth"))
+                .await;
         }
         Ok(revoked)
     }
@@ -631,39 +629,35 @@ impl Sessions {
         let now = self.clock.now();
         let expired_unused = record.rotated_at.is_none() && record.expires_at <= now;
         let session = &record.session;
-        let audit = self
-            .audit
-            .prepare(Entry::by_user(EventType::SignedOut, session.user_id).session(session.id));
-        let event = audit.event.event.clone();
         if expired_unused
             || !self
                 .store
-                .revoke_session(session.user_id, session.id, now, Some(audit))
+                .revoke_session(session.user_id, session.id, now)
                 .await?
         {
             return Err(AuthError::InvalidToken);
         }
-        Audit::written(&event);
         tracing::info!(session.id = %session.id, "logged out");
+        self.audit
+            .record(Entry::by_user(EventType::SignedOut, session.user_id).session(session.id))
+            .await;
         Ok(())
     }
 
     /// Ends the caller's own session (logout by bearer token).
     pub async fn logout(&self, caller: &Caller) -> Result<(), AuthError> {
         let session_id = caller.session_id();
-        let audit = self
-            .audit
-            .prepare(Entry::by_user(EventType::SignedOut, caller.user.id).session(session_id));
-        let event = audit.event.event.clone();
         if !self
             .store
-            .revoke_session(caller.user.id, session_id, self.clock.now(), Some(audit))
+            .revoke_session(caller.user.id, session_id, self.clock.now())
             .await?
         {
             return Err(AuthError::InvalidToken);
         }
-        Audit::written(&event);
         tracing::info!(session.id = %session_id, "logged out");
+        self.audit
+            .record(Entry::by_user(EventType::SignedOut, caller.user.id).session(session_id))
+            .await;
         Ok(())
     }
 
@@ -678,19 +672,19 @@ impl Sessions {
     /// Revokes one of the caller's own live sessions; `NotFound` for any other id.
     pub async fn revoke(&self, caller: &Caller, session_id: Uuid) -> Result<(), AuthError> {
         let now = self.clock.now();
-        let audit = self.audit.prepare(
-            Entry::by_user(EventType::SessionRevoked, caller.user.id)
-                .session(session_id)
-                .with("current", session_id == caller.session_id()),
-        );
-        let event = audit.event.event.clone();
         if self
             .store
-            .revoke_session(caller.user.id, session_id, now, Some(audit))
+            .revoke_session(caller.user.id, session_id, now)
             .await?
         {
-            Audit::written(&event);
             tracing::info!(session.id = %session_id, "session revoked");
+            self.audit
+                .record(
+                    Entry::by_user(EventType::SessionRevoked, caller.user.id)
+                        .session(session_id)
+                        .with("current", session_id == caller.session_id()),
+                )
+                .await;
             Ok(())
         } else {
             Err(AuthError::NotFound)

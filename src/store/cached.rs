@@ -14,13 +14,13 @@ use uuid::Uuid;
 use super::fanout::Fanout;
 use super::session_cache::Change;
 use super::{
-    AdminOutcome, AdminStore, AdminUpdate, AuditFilter, AuditRecord, AuditWrite, Ban,
-    BetterAuthImport, ChallengeRecord, DeadMessage, EmailConfirmation, FactorRecord, FactorStore,
-    ImportOutcome, LiveSession, NewChallenge, NewMessage, NewOneTimeToken, NewSession,
-    NewTokenSession, NewUser, OneTimeTokenRecord, OutboxCounts, OutboxStore, PoolStatus,
-    ProfileChange, Pruned, Pruning, QueuedMessage, RefreshTokenRecord, Rotation, RotationOutcome,
-    SessionAuthentication, SessionRecord, SigningKeyRecord, Store, StoreResult, StoredEmailKey,
-    TokenPurpose, UserCredentials, UserFilter, UserRecord,
+    AdminOutcome, AdminStore, AdminUpdate, AuditFilter, AuditRecord, Ban, BetterAuthImport,
+    ChallengeRecord, DeadMessage, EmailConfirmation, FactorRecord, FactorStore, ImportOutcome,
+    LiveSession, NewChallenge, NewMessage, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
+    OneTimeTokenRecord, OutboxCounts, OutboxStore, PoolStatus, ProfileChange, Pruned, Pruning,
+    QueuedMessage, RefreshTokenRecord, Rotation, RotationOutcome, SessionAuthentication,
+    SessionRecord, SigningKeyRecord, Store, StoreResult, StoredEmailKey, TokenPurpose,
+    UserCredentials, UserFilter, UserRecord,
 };
 
 /// A backend with the session cache in front (see the module documentation).
@@ -231,12 +231,11 @@ impl Store for CachedStore {
         user_id: Uuid,
         token_hash: &[u8],
         now: DateTime<Utc>,
-        audit: Option<AuditWrite>,
     ) -> StoreResult<bool> {
         let mark = self.fanout.mark();
         let revoked = self
             .inner
-            .revoke_token_session(user_id, token_hash, now, audit)
+            .revoke_token_session(user_id, token_hash, now)
             .await?;
         self.tell(revoked, Change::User(user_id), mark).await;
         Ok(revoked)
@@ -279,13 +278,9 @@ impl Store for CachedStore {
         user_id: Uuid,
         session_id: Uuid,
         now: DateTime<Utc>,
-        audit: Option<AuditWrite>,
     ) -> StoreResult<bool> {
         let mark = self.fanout.mark();
-        let revoked = self
-            .inner
-            .revoke_session(user_id, session_id, now, audit)
-            .await?;
+        let revoked = self.inner.revoke_session(user_id, session_id, now).await?;
         let change = Change::Session {
             user: Some(user_id),
             session: session_id,

@@ -634,15 +634,13 @@ pub trait Store:
         now: DateTime<Utc>,
     ) -> StoreResult<Option<SessionRecord>>;
 
-    /// Revokes the live session of `user_id` holding the session token with this hash, and
-    /// writes `audit` in the same transaction when it did. `false` when there is none
-    /// (unknown token, another user's, already ended): nothing is written.
+    /// Revokes the live session of `user_id` holding the session token with this hash.
+    /// `false` when there is none (unknown token, another user's, already ended).
     async fn revoke_token_session(
         &self,
         user_id: Uuid,
         token_hash: &[u8],
         now: DateTime<Utc>,
-        audit: Option<AuditWrite>,
     ) -> StoreResult<bool>;
 
     /// The refresh token with this hash and its session, in whatever state they are.
@@ -667,15 +665,13 @@ pub trait Store:
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<SessionRecord>>;
 
-    /// Revokes one live session of this user, and writes `audit` in the same transaction when
-    /// it did. `false` when there is no such live session (unknown, another user's, or
-    /// already revoked): nothing is written.
+    /// Revokes one live session of this user. `false` when there is no such live session
+    /// (unknown, another user's, or already revoked).
     async fn revoke_session(
         &self,
         user_id: Uuid,
         session_id: Uuid,
         now: DateTime<Utc>,
-        audit: Option<AuditWrite>,
     ) -> StoreResult<bool>;
 
     /// Revokes every live session of the user, except `keep` when given, and ends a pending

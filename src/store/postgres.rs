@@ -38,11 +38,11 @@ use uuid::Uuid;
 
 use super::batch::Batcher;
 use super::{
-    AuditWrite, BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER,
-    IMPORT_TOKEN_TAKEN, ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession,
-    NewUser, OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role,
-    Rotation, RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
-    TokenPurpose, UserCredentials, UserRecord,
+    BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER, IMPORT_TOKEN_TAKEN,
+    ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
+    OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation,
+    RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose,
+    UserCredentials, UserRecord,
 };
 use crate::domain::Email;
 
@@ -101,7 +101,7 @@ macro_rules! audited_ctes {
 /// Binds the parameters of [`audited_ctes!`], in its order: NULLs for what is absent.
 fn bind_audit<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    audit: Option<&'q AuditWrite>,
+    audit: Option<&'q super::AuditWrite>,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let event = audit.map(|audit| &audit.event);
     let webhook = audit.and_then(|audit| audit.webhook.as_ref());
@@ -121,40 +121,6 @@ fn bind_audit<'q>(
         .bind(webhook.map(|message| message.kind))
         .bind(webhook.map(|message| message.payload.as_slice()))
         .bind(webhook.map(|message| message.now))
-}
-
-/// The statement of [`revoke_one`]: the live session of `$3` whose `key` column is `$2`,
-/// revoked at `$1`, with the audit CTEs after it.
-macro_rules! revoke_one_sql {
-    ($key:literal) => {
-        concat!(
-            "WITH created AS (UPDATE sessions SET revoked_at = $1 WHERE ",
-            $key,
-            " = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1 RETURNING id), ",
-            audited_ctes!(
-                "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15",
-                "$16", "$17", "$18"
-            ),
-            " SELECT count(*) FROM created"
-        )
-    };
-}
-
-/// Revokes one live session of `user_id` and, when it did, writes `audit`: one statement.
-async fn revoke_one<'q, K>(
-    pool: &PgPool,
-    sql: &'static str,
-    key: K,
-    user_id: Uuid,
-    now: DateTime<Utc>,
-    audit: Option<&'q AuditWrite>,
-) -> StoreResult<bool>
-where
-    K: 'q + Send + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    let query = sqlx::query(sql).bind(now).bind(key).bind(user_id);
-    let revoked: i64 = bind_audit(query, audit).fetch_one(pool).await?.try_get(0)?;
-    Ok(revoked > 0)
 }
 
 /// The embedded migrations. sqlx's migrator takes a session-level advisory lock (keyed on the
@@ -977,10 +943,17 @@ impl Store for PostgresStore {
         user_id: Uuid,
         token_hash: &[u8],
         now: DateTime<Utc>,
-        audit: Option<AuditWrite>,
     ) -> StoreResult<bool> {
-        let sql = revoke_one_sql!("token_hash");
-        revoke_one(&self.pool, sql, token_hash, user_id, now, audit.as_ref()).await
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE token_hash = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn find_refresh_token(
@@ -1371,10 +1344,17 @@ impl Store for PostgresStore {
         user_id: Uuid,
         session_id: Uuid,
         now: DateTime<Utc>,
-        audit: Option<AuditWrite>,
     ) -> StoreResult<bool> {
-        let sql = revoke_one_sql!("id");
-        revoke_one(&self.pool, sql, session_id, user_id, now, audit.as_ref()).await
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(session_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn revoke_user_sessions(

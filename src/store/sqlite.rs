@@ -32,11 +32,11 @@ use uuid::fmt::Hyphenated;
 
 use super::batch::Batcher;
 use super::{
-    AuditWrite, BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER,
-    IMPORT_TOKEN_TAKEN, ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession,
-    NewUser, OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role,
-    Rotation, RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult,
-    TokenPurpose, UserCredentials, UserRecord,
+    BetterAuthImport, EmailConfirmation, IMPORT_EMAIL_TAKEN, IMPORT_NO_USER, IMPORT_TOKEN_TAKEN,
+    ImportOutcome, LiveSession, NewOneTimeToken, NewSession, NewTokenSession, NewUser,
+    OneTimeTokenRecord, ProfileChange, Pruned, Pruning, RefreshTokenRecord, Role, Rotation,
+    RotationOutcome, SessionRecord, SigningKeyRecord, Store, StoreError, StoreResult, TokenPurpose,
+    UserCredentials, UserRecord,
 };
 use crate::domain::Email;
 
@@ -113,34 +113,6 @@ pub struct SqliteStore {
 const MAX_ROTATION_BATCH: usize = 64;
 
 impl SqliteStore {
-    /// Runs `sql` (it revokes one live session of `?3` named by `?2` at `?1`) and, when it
-    /// revoked, writes `audit`, in one transaction.
-    async fn revoke_one<'q, K>(
-        &self,
-        sql: &'static str,
-        key: K,
-        user_id: Uuid,
-        now: DateTime<Utc>,
-        audit: Option<&AuditWrite>,
-    ) -> StoreResult<bool>
-    where
-        K: 'q + Send + sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-    {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let result = sqlx::query(sql)
-            .bind(micros(now))
-            .bind(key)
-            .bind(user_id.hyphenated())
-            .execute(&mut *tx)
-            .await?;
-        let revoked = result.rows_affected() > 0;
-        if let (true, Some(audit)) = (revoked, audit) {
-            insert_audit(&mut tx, &audit.event, audit.webhook.as_ref()).await?;
-        }
-        tx.commit().await?;
-        Ok(revoked)
-    }
-
     /// Opens (creating if missing) the database file the `sqlite:` URL names, in WAL mode with
     /// full fsync, foreign keys enforced on every connection (the `ON DELETE CASCADE`s rely on
     /// it) and a 5 s busy timeout. A file it creates is readable by its owner only (mode
@@ -1033,12 +1005,17 @@ impl Store for SqliteStore {
         user_id: Uuid,
         token_hash: &[u8],
         now: DateTime<Utc>,
-        audit: Option<AuditWrite>,
     ) -> StoreResult<bool> {
-        let sql = "UPDATE sessions SET revoked_at = ?1 \
-                   WHERE token_hash = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1";
-        self.revoke_one(sql, token_hash, user_id, now, audit.as_ref())
-            .await
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?1 \
+             WHERE token_hash = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1",
+        )
+        .bind(micros(now))
+        .bind(token_hash)
+        .bind(user_id.hyphenated())
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn find_refresh_token(
@@ -1260,12 +1237,17 @@ impl Store for SqliteStore {
         user_id: Uuid,
         session_id: Uuid,
         now: DateTime<Utc>,
-        audit: Option<AuditWrite>,
     ) -> StoreResult<bool> {
-        let sql = "UPDATE sessions SET revoked_at = ?1 \
-                   WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1";
-        self.revoke_one(sql, session_id.hyphenated(), user_id, now, audit.as_ref())
-            .await
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?1 \
+             WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1",
+        )
+        .bind(micros(now))
+        .bind(session_id.hyphenated())
+        .bind(user_id.hyphenated())
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn revoke_user_sessions(

@@ -252,7 +252,7 @@ async fn tokens_of_a_revoked_session_are_rejected_at_once(backend: Backend) {
     let other_token = other.body["access_token"].as_str().unwrap();
     assert!(
         app.store
-            .revoke_session(user_id, session_id, app.clock_now(), None)
+            .revoke_session(user_id, session_id, app.clock_now())
             .await
             .unwrap()
     );
